@@ -1,0 +1,51 @@
+# digitops: `make run` trains and evaluates the default model; `make test` runs every test.
+# Both create .venv and install the pinned environment (requirements.lock) first.
+PYTHON ?= python3
+VENV := .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-stamp
+DIGITOPS := $(BIN)/digitops
+
+.PHONY: install run prepare train evaluate test test-fast lint format bench lock clean
+
+install: $(STAMP)
+
+$(STAMP): requirements.lock pyproject.toml
+	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install --quiet --upgrade pip
+	$(BIN)/python -m pip install --quiet -r requirements.lock
+	$(BIN)/python -m pip install --quiet --no-deps -e .
+	touch $@
+
+run: install
+	$(DIGITOPS) prepare
+	$(DIGITOPS) train
+	$(DIGITOPS) evaluate
+
+test: install
+	$(BIN)/python -m pytest
+
+test-fast: install
+	$(BIN)/python -m pytest -m "not slow and not e2e"
+
+lint: install
+	$(BIN)/ruff check src tests benchmarks
+	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/mypy src
+
+format: install
+	$(BIN)/ruff check --fix src tests benchmarks
+	$(BIN)/ruff format src tests benchmarks
+
+bench: install
+	$(BIN)/python benchmarks/train_throughput.py
+
+# Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build).
+lock: install
+	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	{ head -3 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
+	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
+	mv requirements.lock.new requirements.lock
+
+clean:
+	rm -rf $(VENV) artifacts mlflow.db mlruns lightning_logs .pytest_cache .ruff_cache .mypy_cache

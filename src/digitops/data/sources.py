@@ -1,0 +1,176 @@
+"""Input sources for `prepare`: bundled MNIST, IDX directories, image folders and CSV files.
+
+Each source becomes `RawData`: 28×28 uint8 images, labels as indices into `class_names`.
+The classes come from the data (sorted label values), never from a constant.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from digitops.data.idx import BUNDLED_MNIST, IDX_FILES, load_idx_dir
+from digitops.errors import DataError
+
+IMAGE_SIZE = 28
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+
+
+@dataclass(frozen=True)
+class Labelled:
+    """Images (N×28×28 uint8) with their raw label names (N strings)."""
+
+    images: np.ndarray
+    names: np.ndarray
+
+
+@dataclass(frozen=True)
+class RawData:
+    """A training pool and an optional test split, labels already mapped to class indices."""
+
+    train_images: np.ndarray
+    train_labels: np.ndarray
+    test_images: np.ndarray | None
+    test_labels: np.ndarray | None
+    class_names: list[str]
+    description: str
+
+
+def bundled_mnist_dir() -> Path:
+    """The embedded MNIST copy: $DIGITOPS_MNIST_DIR, else the repository's data/mnist."""
+    return Path(os.environ.get("DIGITOPS_MNIST_DIR", BUNDLED_MNIST))
+
+
+def load_source(
+    source: str, test_source: str | None, label_column: str, classes: list[str] | None
+) -> RawData:
+    """Read `source` (and `test_source`) and map labels to contiguous class indices."""
+    train, test = _read_any(source, label_column)
+    if test_source is not None:
+        if test is not None:
+            raise DataError(f"{source}: already has a test split; drop test_source")
+        test, extra = _read_any(test_source, label_column)
+        if extra is not None:
+            raise DataError(f"{test_source}: test_source must be a single split, not an IDX pair")
+    class_names = _class_names(train.names, classes, source)
+    index = {name: i for i, name in enumerate(class_names)}
+    test_images = test_labels = None
+    if test is not None:
+        unknown = sorted(set(test.names.tolist()) - set(index))
+        if unknown:
+            raise DataError(
+                f"{test_source or source}: test label(s) {unknown[:5]} are not among "
+                f"the training data's classes {class_names}"
+            )
+        test_images, test_labels = test.images, _to_indices(test.names, index)
+    description = source if test_source is None else f"{source} + {test_source}"
+    return RawData(
+        train.images,
+        _to_indices(train.names, index),
+        test_images,
+        test_labels,
+        class_names,
+        description,
+    )
+
+
+def _read_any(source: str, label_column: str) -> tuple[Labelled, Labelled | None]:
+    if source == "mnist":
+        return _read_idx(bundled_mnist_dir())
+    path = Path(source)
+    if not path.exists():
+        raise DataError(
+            f"{source}: data source not found (expected 'mnist', an IDX directory, "
+            f"an image folder or a CSV file)"
+        )
+    if path.is_file():
+        if path.suffix.lower() != ".csv":
+            raise DataError(f"{source}: a file source must be a CSV (label + 784 pixel columns)")
+        return _read_csv(path, label_column), None
+    if any((path / f"{name}{gz}").is_file() for name in IDX_FILES.values() for gz in ("", ".gz")):
+        return _read_idx(path)
+    return _read_image_folder(path), None
+
+
+def _read_idx(directory: Path) -> tuple[Labelled, Labelled]:
+    idx = load_idx_dir(directory)
+    for images in (idx.train_images, idx.test_images):
+        if images.shape[1:] != (IMAGE_SIZE, IMAGE_SIZE):
+            raise DataError(f"{directory}: images are {images.shape[1:]}, expected 28×28")
+    return (
+        Labelled(idx.train_images, idx.train_labels.astype(str)),
+        Labelled(idx.test_images, idx.test_labels.astype(str)),
+    )
+
+
+def _read_csv(path: Path, label_column: str) -> Labelled:
+    import pandas as pd
+
+    try:
+        frame = pd.read_csv(path)
+    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+        raise DataError(f"{path}: not a readable CSV ({exc.__class__.__name__})") from None
+    if label_column not in frame.columns:
+        raise DataError(
+            f"{path}: no label column '{label_column}' "
+            f"(set prepare.label_column); columns start {list(frame.columns[:3])}"
+        )
+    pixels = frame.drop(columns=[label_column])
+    if pixels.shape[1] != IMAGE_SIZE * IMAGE_SIZE:
+        raise DataError(f"{path}: {pixels.shape[1]} pixel columns, expected 784 (28×28)")
+    if len(frame) == 0:
+        raise DataError(f"{path}: the CSV has no rows")
+    values = pixels.to_numpy()
+    if not np.issubdtype(values.dtype, np.number) or values.min() < 0 or values.max() > 255:
+        raise DataError(f"{path}: pixel values must be numbers in 0..255")
+    images = values.astype(np.uint8).reshape(-1, IMAGE_SIZE, IMAGE_SIZE)
+    return Labelled(images, frame[label_column].astype(str).to_numpy())
+
+
+def _read_image_folder(root: Path) -> Labelled:
+    from PIL import Image, UnidentifiedImageError
+
+    images, names = [], []
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+        for file in sorted(class_dir.iterdir()):
+            if file.suffix.lower() not in IMAGE_SUFFIXES:
+                continue
+            try:
+                with Image.open(file) as img:
+                    gray = img.convert("L")
+                    if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+                        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+                    images.append(np.asarray(gray, dtype=np.uint8))
+            except (UnidentifiedImageError, OSError) as exc:
+                raise DataError(
+                    f"{file}: not a readable image ({exc.__class__.__name__})"
+                ) from None
+            names.append(class_dir.name)
+    if not images:
+        raise DataError(f"{root}: no images found (expected {root}/<label>/*.png)")
+    return Labelled(np.stack(images), np.array(names))
+
+
+def _class_names(names: np.ndarray, expected: list[str] | None, source: str) -> list[str]:
+    found = sorted(set(names.tolist()), key=_label_order)
+    if expected is None:
+        return found
+    unknown = sorted(set(found) - set(expected))
+    if unknown:
+        raise DataError(
+            f"{source}: label(s) {unknown[:5]} are outside the configured classes "
+            f"{expected} (prepare.classes)"
+        )
+    return list(expected)
+
+
+def _label_order(name: str) -> tuple[int, int, str]:
+    """Numeric labels in numeric order ('2' before '10'), then the rest alphabetically."""
+    return (0, int(name), "") if name.isdigit() else (1, 0, name)
+
+
+def _to_indices(names: np.ndarray, index: dict[str, int]) -> np.ndarray:
+    return np.array([index[name] for name in names.tolist()], dtype=np.int64)

@@ -1,0 +1,62 @@
+"""ONNX export with a dynamic batch axis, checked against torch at export time."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+import torch
+
+from digitops.errors import ModelError
+
+log = logging.getLogger(__name__)
+
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+PARITY_TOLERANCE = 1e-4
+_PARITY_BATCH = 16
+
+
+def export_onnx(net: torch.nn.Module, path: Path, check_images: np.ndarray) -> float:
+    """Export `net` to `path` and return the max |onnx - torch| on `check_images` (N×28×28 uint8).
+
+    Raises `ModelError` when the exported model disagrees with torch beyond the tolerance.
+    """
+    net = net.eval()
+    height, width = check_images.shape[1:]
+    example = torch.zeros(2, 1, height, width)
+    batch = torch.export.Dim("batch", min=1)
+    # Without torchvision the exporter warns about its ops once per export; they are not used.
+    logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
+    torch.onnx.export(
+        net,
+        (example,),
+        str(path),
+        input_names=[INPUT_NAME],
+        output_names=[OUTPUT_NAME],
+        dynamic_shapes=({0: batch},),
+        dynamo=True,
+        external_data=False,
+        verbose=False,
+    )
+    diff = onnx_parity(net, path, check_images[:_PARITY_BATCH])
+    if diff >= PARITY_TOLERANCE:
+        raise ModelError(
+            f"{path}: ONNX output differs from torch by {diff:.2e} "
+            f"(tolerance {PARITY_TOLERANCE:.0e})"
+        )
+    log.info("exported %s (max |onnx - torch| = %.2e)", path, diff)
+    return diff
+
+
+def onnx_parity(net: torch.nn.Module, path: Path, images: np.ndarray) -> float:
+    """Max absolute difference between torch and onnxruntime logits on uint8 images."""
+    import onnxruntime as ort
+
+    x = images[:, None].astype(np.float32) / 255.0
+    with torch.no_grad():
+        expected = net.eval()(torch.from_numpy(x)).numpy()
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    return float(np.abs(got - expected).max())

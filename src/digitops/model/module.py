@@ -1,0 +1,67 @@
+"""The LightningModule: AdamW with a one-cycle schedule, torchmetrics accuracy.
+
+Hyper-parameters are saved with the checkpoint, so `DigitClassifier.load_from_checkpoint`
+rebuilds the exact network.
+"""
+
+from __future__ import annotations
+
+import lightning as L
+import torch
+from torch.nn import functional as F
+from torchmetrics.classification import MulticlassAccuracy
+
+from digitops.model.cnn import DigitCNN
+
+
+class DigitClassifier(L.LightningModule):
+    """Trains `DigitCNN`; logs `train_loss`, `val_loss`, `val_acc` and `lr` every epoch."""
+
+    def __init__(
+        self,
+        num_classes: int,
+        width: int,
+        dropout: float,
+        lr: float,
+        weight_decay: float,
+        label_smoothing: float,
+        mean: float,
+        std: float,
+    ) -> None:
+        super().__init__()
+        self.save_hyperparameters()
+        self.net = DigitCNN(num_classes, width, dropout, mean, std)
+        self.train_acc = MulticlassAccuracy(num_classes, average="micro")
+        self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.net(x)
+
+    def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
+        x, y = batch
+        logits = self.net(x)
+        loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
+        self.train_acc(logits, y)
+        self.log("train_loss", loss, on_step=False, on_epoch=True)
+        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        return loss
+
+    def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
+        x, y = batch
+        logits = self.net(x)
+        self.val_acc(logits, y)
+        self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True)
+        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+
+    def on_train_epoch_end(self) -> None:
+        self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
+
+    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+        hp = self.hparams
+        optimizer = torch.optim.AdamW(
+            self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]
+        )
+        schedule = torch.optim.lr_scheduler.OneCycleLR(
+            optimizer, max_lr=hp["lr"], total_steps=int(self.trainer.estimated_stepping_batches)
+        )
+        return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}

@@ -1,0 +1,81 @@
+"""Figures for evaluation reports: the confusion matrix and a grid of misclassified digits."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import numpy as np
+
+
+def _pyplot():  # type: ignore[no-untyped-def]
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
+    """Counts per (true, predicted) class, log-coloured so rare confusions stay visible."""
+    plt = _pyplot()
+    from matplotlib.colors import LogNorm
+
+    k = len(class_names)
+    size = max(5.0, 0.45 * k + 2)
+    fig, ax = plt.subplots(figsize=(size, size), dpi=100)
+    ax.imshow(matrix + 1, cmap="Blues", norm=LogNorm())
+    ax.set_xticks(range(k), class_names)
+    ax.set_yticks(range(k), class_names)
+    ax.set_xlabel("predicted")
+    ax.set_ylabel("true")
+    ax.set_title(f"confusion matrix ({int(matrix.sum())} test images)")
+    threshold = matrix.max() / 2
+    for i in range(k):
+        for j in range(k):
+            if matrix[i, j]:
+                ax.text(
+                    j,
+                    i,
+                    str(matrix[i, j]),
+                    ha="center",
+                    va="center",
+                    fontsize=7,
+                    color="white" if matrix[i, j] > threshold else "black",
+                )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_misclassified(
+    images: np.ndarray,
+    labels: np.ndarray,
+    predicted: np.ndarray,
+    class_names: list[str],
+    limit: int,
+    path: Path,
+) -> None:
+    """A grid of the first `limit` misclassified test digits, titled 'true → predicted'."""
+    plt = _pyplot()
+    wrong = np.flatnonzero(predicted != labels)[:limit]
+    cols = 8
+    rows = max(1, int(np.ceil(len(wrong) / cols)))
+    fig, axes = plt.subplots(
+        rows, cols, figsize=(cols * 1.2, rows * 1.35 + 0.4), dpi=100, squeeze=False
+    )
+    for ax in axes.flat:
+        ax.axis("off")
+    for ax, i in zip(axes.flat, wrong, strict=False):
+        ax.imshow(images[i], cmap="gray_r")
+        ax.set_title(
+            f"{class_names[labels[i]]} → {class_names[predicted[i]]}", fontsize=8, color="firebrick"
+        )
+    fig.suptitle(
+        f"misclassified: {int((predicted != labels).sum())} of {len(labels)}"
+        + (f" (first {len(wrong)} shown)" if len(wrong) < (predicted != labels).sum() else ""),
+        fontsize=10,
+    )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)

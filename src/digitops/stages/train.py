@@ -1,0 +1,195 @@
+"""Stage `train`: fit the CNN with Lightning on a dataset directory, write the model directory.
+
+Model directory: `model.onnx`, `model.ckpt` (best validation accuracy), `model.json` (the card:
+architecture, parameters, normalisation, classes, hyper-parameters, dataset version, metrics).
+Every run is tracked in MLflow: parameters, per-epoch metrics, dataset version, the model files.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from digitops import __version__
+from digitops.config import Config
+from digitops.data.dataset import Dataset, load_dataset
+from digitops.fileio import atomic_dir, write_json
+
+log = logging.getLogger(__name__)
+
+MODEL_CARD = "model.json"
+INPUT_SPEC = "Nx1x28x28 float32, pixels scaled to [0, 1], light ink on dark background"
+
+
+@dataclass(frozen=True)
+class TrainResult:
+    """The numbers `train` reports."""
+
+    model_dir: Path
+    val_accuracy: float
+    parameters: int
+    epochs: int
+    seconds: float
+    mlflow_run_id: str | None
+
+
+def run(config: Config, data_dir: Path, out_dir: Path) -> TrainResult:
+    """Train on `data_dir`, write the model directory `out_dir`, track the run in MLflow."""
+    dataset = load_dataset(data_dir)
+    if not config.tracking.enabled:
+        return _train(config, dataset, out_dir, run_id=None)
+
+    import mlflow
+
+    from digitops.tracking import start_run
+
+    with start_run(config.tracking, run_name="train") as active:
+        run_id = active.info.run_id
+        mlflow.set_tags(
+            {"stage": "train", "dataset_version": dataset.version, "digitops_version": __version__}
+        )
+        mlflow.log_params(_flat_params(config))
+        mlflow.log_input(_mlflow_dataset(dataset), context="training")
+        result = _train(config, dataset, out_dir, run_id=run_id)
+        mlflow.log_metrics(
+            {
+                "best_val_acc": result.val_accuracy,
+                "parameters": result.parameters,
+                "train_seconds": result.seconds,
+            }
+        )
+        mlflow.log_artifacts(str(out_dir), artifact_path="model")
+    return result
+
+
+def _train(config: Config, dataset: Dataset, out_dir: Path, run_id: str | None) -> TrainResult:
+    import lightning as L
+    import torch
+    from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
+
+    from digitops.data.datamodule import DigitDataModule
+    from digitops.model.cnn import count_parameters
+    from digitops.model.export import export_onnx
+    from digitops.model.module import DigitClassifier
+
+    cfg, started = config.train, time.perf_counter()
+    L.seed_everything(cfg.seed, workers=True, verbose=False)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    data = DigitDataModule(dataset.root, cfg.batch_size, cfg.seed, dataset=dataset)
+    module = DigitClassifier(
+        num_classes=len(dataset.class_names),
+        width=config.model.width,
+        dropout=config.model.dropout,
+        lr=cfg.lr,
+        weight_decay=cfg.weight_decay,
+        label_smoothing=cfg.label_smoothing,
+        mean=dataset.stats["mean"],
+        std=dataset.stats["std"],
+    )
+    with atomic_dir(out_dir, marker=MODEL_CARD) as tmp:
+        checkpoint = ModelCheckpoint(
+            dirpath=tmp / "checkpoints",
+            filename="best",
+            monitor="val_acc",
+            mode="max",
+            save_top_k=1,
+        )
+        trainer = L.Trainer(
+            max_epochs=cfg.epochs,
+            accelerator="cpu",
+            devices=1,
+            logger=_logger(config, run_id),
+            callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience)],
+            enable_progress_bar=cfg.progress,
+            enable_model_summary=False,
+            num_sanity_val_steps=0,
+            default_root_dir=tmp,
+            log_every_n_steps=50,
+        )
+        trainer.fit(module, datamodule=data)
+        best = DigitClassifier.load_from_checkpoint(checkpoint.best_model_path)
+        shutil.move(checkpoint.best_model_path, tmp / "model.ckpt")
+        shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
+        parity = export_onnx(best.net, tmp / "model.onnx", dataset.split("val").images)
+        val_accuracy = float(checkpoint.best_model_score or 0.0)
+        result = TrainResult(
+            out_dir,
+            val_accuracy,
+            count_parameters(best.net),
+            trainer.current_epoch,
+            time.perf_counter() - started,
+            run_id,
+        )
+        write_json(tmp / MODEL_CARD, _model_card(config, dataset, result, parity))
+    return result
+
+
+def _logger(config: Config, run_id: str | None) -> Any:
+    if run_id is None:
+        return False
+    from lightning.pytorch.loggers import MLFlowLogger
+
+    from digitops.tracking import tracking_uri
+
+    return MLFlowLogger(tracking_uri=tracking_uri(config.tracking), run_id=run_id)
+
+
+def _model_card(
+    config: Config, dataset: Dataset, result: TrainResult, parity: float
+) -> dict[str, Any]:
+    return {
+        "architecture": "DigitCNN",
+        "parameters": result.parameters,
+        "input": {"name": "image", "spec": INPUT_SPEC},
+        "output": {"name": "logits", "classes": len(dataset.class_names)},
+        "class_names": dataset.class_names,
+        "normalization": {
+            "mean": dataset.stats["mean"],
+            "std": dataset.stats["std"],
+            "applied_inside_model": True,
+        },
+        "hyperparameters": {
+            "model": config.model.model_dump(),
+            "train": config.train.model_dump(),
+            "augment": config.augment.model_dump(),
+        },
+        "dataset": {
+            "version": dataset.version,
+            "path": str(dataset.root.resolve()),
+            "sizes": dataset.manifest["sizes"],
+        },
+        "metrics": {
+            "val_accuracy": result.val_accuracy,
+            "epochs": result.epochs,
+            "train_seconds": round(result.seconds, 1),
+        },
+        "onnx": {"max_abs_diff_vs_torch": parity},
+        "mlflow_run_id": result.mlflow_run_id,
+        "digitops_version": __version__,
+    }
+
+
+def _flat_params(config: Config) -> dict[str, Any]:
+    sections = {"model": config.model, "train": config.train, "augment": config.augment}
+    return {
+        f"{name}.{key}": value
+        for name, section in sections.items()
+        for key, value in section.model_dump().items()
+    }
+
+
+def _mlflow_dataset(dataset: Dataset) -> Any:
+    from mlflow.data.dataset_source_registry import resolve_dataset_source
+    from mlflow.data.meta_dataset import MetaDataset
+
+    with warnings.catch_warnings():
+        # MLflow registers the local-file source under two schemes and warns that both match.
+        warnings.simplefilter("ignore", UserWarning)
+        source = resolve_dataset_source(dataset.root.resolve().as_uri())
+    return MetaDataset(source=source, name="digits", digest=dataset.version[:36])

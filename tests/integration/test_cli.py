@@ -1,0 +1,107 @@
+"""The `digitops` command as users run it: a subprocess, exit codes, one-line errors."""
+
+import os
+import shutil
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitops.data.sources import bundled_mnist_dir
+
+pytestmark = pytest.mark.integration
+
+DIGITOPS = [sys.executable, "-m", "digitops.cli"]
+
+
+def run_cli(
+    *args: str, cwd: Path, env: dict[str, str] | None = None
+) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [*DIGITOPS, *args],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env={**os.environ, **(env or {})},
+        timeout=600,
+    )
+
+
+def assert_one_line_error(result: subprocess.CompletedProcess, expected: str) -> None:
+    assert result.returncode == 2, result.stderr
+    assert "Traceback" not in result.stderr
+    lines = [line for line in result.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and lines[0].startswith("error: "), result.stderr
+    assert expected in lines[0]
+
+
+def test_help_does_not_import_heavy_libraries():
+    code = (
+        "import sys, digitops.cli; heavy = {'torch', 'lightning', 'mlflow', 'albumentations'}"
+        " & set(sys.modules); assert not heavy, heavy"
+    )
+    subprocess.run([sys.executable, "-c", code], check=True)
+
+
+def test_missing_source(tmp_path: Path):
+    assert_one_line_error(
+        run_cli("prepare", "--source", "nowhere", cwd=tmp_path), "nowhere: data source not found"
+    )
+
+
+def test_corrupt_bundled_mnist(tmp_path: Path):
+    corrupt = tmp_path / "mnist"
+    shutil.copytree(bundled_mnist_dir(), corrupt)
+    path = corrupt / "t10k-images-idx3-ubyte.gz"
+    path.write_bytes(path.read_bytes()[:-5000])
+    result = run_cli("prepare", cwd=tmp_path, env={"DIGITOPS_MNIST_DIR": str(corrupt)})
+    assert_one_line_error(result, "t10k-images-idx3-ubyte.gz")
+    assert not (tmp_path / "artifacts" / "dataset").exists()
+
+
+def test_unknown_config_key(tmp_path: Path):
+    config = tmp_path / "c.yaml"
+    config.write_text("train:\n  epoch: 3\n")
+    assert_one_line_error(
+        run_cli("train", "--config", str(config), cwd=tmp_path), "unknown key 'train.epoch'"
+    )
+
+
+def test_empty_image_folder(tmp_path: Path):
+    (tmp_path / "imgs" / "0").mkdir(parents=True)
+    assert_one_line_error(run_cli("prepare", "--source", "imgs", cwd=tmp_path), "no images found")
+
+
+def test_label_outside_the_classes(tmp_path: Path):
+    from PIL import Image
+
+    (tmp_path / "imgs" / "7").mkdir(parents=True)
+    Image.new("L", (28, 28)).save(tmp_path / "imgs" / "7" / "a.png")
+    result = run_cli(
+        "prepare", "--source", "imgs", "--set", "prepare.classes=['0','1']", cwd=tmp_path
+    )
+    assert_one_line_error(result, "['7'] are outside the configured classes")
+
+
+def test_train_without_a_dataset(tmp_path: Path):
+    assert_one_line_error(
+        run_cli("train", "--data", "missing", cwd=tmp_path), "not a dataset directory"
+    )
+
+
+def test_evaluate_without_a_model(tmp_path: Path, mnist_slice: Path):
+    result = run_cli("evaluate", "--model", "missing", "--data", str(mnist_slice), cwd=tmp_path)
+    assert_one_line_error(result, "not a model directory")
+
+
+@pytest.mark.slow
+def test_prepare_train_evaluate_through_the_cli(tmp_path: Path):
+    sets = ["--set", "train.progress=false"]
+    assert run_cli("prepare", "--limit", "600", *sets, cwd=tmp_path).returncode == 0
+    trained = run_cli("train", "--epochs", "1", *sets, cwd=tmp_path)
+    assert trained.returncode == 0, trained.stderr
+    assert "val_accuracy:" in trained.stdout and (tmp_path / "mlflow.db").is_file()
+    evaluated = run_cli("evaluate", *sets, cwd=tmp_path)
+    assert evaluated.returncode == 0, evaluated.stderr
+    assert (tmp_path / "artifacts" / "evaluation" / "metrics.json").is_file()
