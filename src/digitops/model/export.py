@@ -46,7 +46,7 @@ def export_onnx(net: torch.nn.Module, path: Path, check_images: np.ndarray) -> f
             f"{path}: ONNX output differs from torch by {diff:.2e} "
             f"(tolerance {PARITY_TOLERANCE:.0e})"
         )
-    log.info("exported %s (max |onnx - torch| = %.2e)", path, diff)
+    log.info("exported ONNX model (max |onnx - torch| = %.2e)", diff)
     return diff
 
 
