@@ -36,18 +36,25 @@ def make_module(num_classes: int, mean: float, std: float) -> DigitClassifier:
     cfg = load_config()
     torch.manual_seed(0)
     return DigitClassifier(
-        num_classes=num_classes, width=cfg.model.width, dropout=cfg.model.dropout,
-        lr=cfg.train.lr, weight_decay=cfg.train.weight_decay,
-        label_smoothing=cfg.train.label_smoothing, mean=mean, std=std,
+        num_classes=num_classes,
+        width=cfg.model.width,
+        dropout=cfg.model.dropout,
+        lr=cfg.train.lr,
+        weight_decay=cfg.train.weight_decay,
+        label_smoothing=cfg.train.label_smoothing,
+        mean=mean,
+        std=std,
     )
 
 
 def plain_loop(module: DigitClassifier, loader, epochs: int) -> None:  # type: ignore[no-untyped-def]
     """The baseline: what a hand-written PyTorch loop does per step."""
-    optimizer = torch.optim.AdamW(module.parameters(), lr=module.hparams["lr"],
-                                  weight_decay=module.hparams["weight_decay"])
+    optimizer = torch.optim.AdamW(
+        module.parameters(), lr=module.hparams["lr"], weight_decay=module.hparams["weight_decay"]
+    )
     schedule = torch.optim.lr_scheduler.OneCycleLR(
-        optimizer, max_lr=module.hparams["lr"], total_steps=epochs * len(loader))
+        optimizer, max_lr=module.hparams["lr"], total_steps=epochs * len(loader)
+    )
     module.train()
     for _ in range(epochs):
         for x, y in loader:
@@ -60,9 +67,16 @@ def plain_loop(module: DigitClassifier, loader, epochs: int) -> None:  # type: i
 
 def lightning_fit(module: DigitClassifier, loader, epochs: int, root: Path) -> None:  # type: ignore[no-untyped-def]
     trainer = L.Trainer(
-        max_epochs=epochs, accelerator="cpu", devices=1, logger=False, enable_checkpointing=False,
-        enable_progress_bar=False, enable_model_summary=False, limit_val_batches=0,
-        num_sanity_val_steps=0, default_root_dir=root,
+        max_epochs=epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        limit_val_batches=0,
+        num_sanity_val_steps=0,
+        default_root_dir=root,
     )
     trainer.fit(module, train_dataloaders=loader)
 
@@ -73,8 +87,10 @@ def measure(run, images: int, repeats: int) -> dict[str, float]:  # type: ignore
         started = time.perf_counter()
         run()
         rates.append(images / (time.perf_counter() - started))
-    return {"images_per_s": round(statistics.median(rates), 1),
-            "runs": [round(r, 1) for r in rates]}
+    return {
+        "images_per_s": round(statistics.median(rates), 1),
+        "runs": [round(r, 1) for r in rates],
+    }
 
 
 def main() -> None:
@@ -102,26 +118,41 @@ def main() -> None:
         n = len(split)
         results: dict[str, dict[str, object]] = {}
         for setting in ("no_augmentation", "augmentation"):
-            augmenter = (Augmenter(dataset.augment_spec, seed=0)
-                         if setting == "augmentation" else None)
+            augmenter = (
+                Augmenter(dataset.augment_spec, seed=0) if setting == "augmentation" else None
+            )
             loader = batch_loader(BatchedSplit(split, augmenter), batch, shuffle=True)
             # Warm-up: first-call allocations and oneDNN kernel selection.
             plain_loop(make_module(k, mean, std), loader, 1)
-            plain = measure(lambda: plain_loop(make_module(k, mean, std), loader, 1), n,
-                            args.repeats)
-            lit = measure(lambda: lightning_fit(make_module(k, mean, std), loader, 1, root), n,
-                          args.repeats)
+            plain = measure(
+                lambda dl=loader: plain_loop(make_module(k, mean, std), dl, 1), n, args.repeats
+            )
+            lit = measure(
+                lambda dl=loader: lightning_fit(make_module(k, mean, std), dl, 1, root),
+                n,
+                args.repeats,
+            )
             results[setting] = {
-                "plain_pytorch": plain, "lightning": lit,
+                "plain_pytorch": plain,
+                "lightning": lit,
                 "ratio_lightning_over_plain": round(lit["images_per_s"] / plain["images_per_s"], 3),
             }
     report = {
         "benchmark": "train_throughput",
-        "images_per_run": n, "batch_size": batch, "repeats": args.repeats,
-        "machine": {"platform": platform.platform(), "cpus": os.cpu_count(),
-                    "torch_threads": torch.get_num_threads(), "python": sys.version.split()[0]},
-        "versions": {"torch": torch.__version__, "lightning": L.__version__,
-                     "numpy": np.__version__},
+        "images_per_run": n,
+        "batch_size": batch,
+        "repeats": args.repeats,
+        "machine": {
+            "platform": platform.platform(),
+            "cpus": os.cpu_count(),
+            "torch_threads": torch.get_num_threads(),
+            "python": sys.version.split()[0],
+        },
+        "versions": {
+            "torch": torch.__version__,
+            "lightning": L.__version__,
+            "numpy": np.__version__,
+        },
         "results": results,
     }
     print(json.dumps(report, indent=2))

@@ -57,8 +57,10 @@ def user_errors(command: F) -> F:
 def _setup_logging() -> None:
     logging.basicConfig(level=logging.WARNING, format="%(message)s", stream=sys.stderr)
     logging.getLogger("digitops").setLevel(logging.INFO)
-    # Lightning announces hardware and tips at INFO; keep its warnings only.
-    logging.getLogger("lightning.pytorch").setLevel(logging.WARNING)
+    # Lightning announces hardware and tips at INFO; keep its warnings only. (Lightning resets
+    # the level of its top logger on import, so set it on the loggers that emit.)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
     # Deprecations inside third-party libraries that users cannot act on.
     warnings.filterwarnings("ignore", message=r".*LeafSpec.*")
     warnings.filterwarnings("ignore", category=FutureWarning, module=r"(torch|lightning)\.")

@@ -28,7 +28,7 @@ class BatchedSplit(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
     def __len__(self) -> int:
         return len(self.labels)
 
-    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:  # type: ignore[override]
+    def __getitem__(self, indices: list[int]) -> tuple[torch.Tensor, torch.Tensor]:
         images = self.images[indices]
         if self.augmenter is not None:
             images = self.augmenter(images)

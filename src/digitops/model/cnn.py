@@ -25,6 +25,9 @@ class DigitCNN(nn.Module):
     Channels grow w → 2w → 4w; at the default width of 8 that is about 20k parameters.
     """
 
+    mean: torch.Tensor
+    std: torch.Tensor
+
     def __init__(
         self,
         num_classes: int,

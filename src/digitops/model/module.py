@@ -56,7 +56,7 @@ class DigitClassifier(L.LightningModule):
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])
 
-    def configure_optimizers(self):  # type: ignore[no-untyped-def]
+    def configure_optimizers(self):
         hp = self.hparams
         optimizer = torch.optim.AdamW(
             self.parameters(), lr=hp["lr"], weight_decay=hp["weight_decay"]

@@ -7,7 +7,7 @@ from pathlib import Path
 import numpy as np
 
 
-def _pyplot():  # type: ignore[no-untyped-def]
+def _pyplot():
     import matplotlib
 
     matplotlib.use("Agg")

@@ -192,4 +192,4 @@ def _mlflow_dataset(dataset: Dataset) -> Any:
         # MLflow registers the local-file source under two schemes and warns that both match.
         warnings.simplefilter("ignore", UserWarning)
         source = resolve_dataset_source(dataset.root.resolve().as_uri())
-    return MetaDataset(source=source, name="digits", digest=dataset.version[:36])
+    return MetaDataset(source=source, name="digits", digest=dataset.version[:36])  # type: ignore[abstract]
