@@ -18,12 +18,15 @@ DIGITOPS = [sys.executable, "-m", "digitops.cli"]
 def run_cli(
     *args: str, cwd: Path, env: dict[str, str] | None = None
 ) -> subprocess.CompletedProcess:
+    # mlflow.set_tracking_uri() in this test process exports MLFLOW_TRACKING_URI; the CLI must
+    # see a user's environment instead, where the default store is ./mlflow.db.
+    base = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
     return subprocess.run(
         [*DIGITOPS, *args],
         cwd=cwd,
         capture_output=True,
         text=True,
-        env={**os.environ, **(env or {})},
+        env={**base, **(env or {})},
         timeout=600,
     )
 
