@@ -22,6 +22,7 @@ from digitops.stages.train import MODEL_CARD
 log = logging.getLogger(__name__)
 
 METRICS = "metrics.json"
+REPORT = "report.html"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,11 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
     metrics = classification_metrics(logits, test.labels, dataset.class_names)
     metrics.update(model_dir=str(model_dir.resolve()), dataset_version=dataset.version)
 
-    from digitops.stages.report_plots import plot_confusion_matrix, plot_misclassified
+    from digitops.stages.report_plots import (
+        evaluation_html,
+        plot_confusion_matrix,
+        plot_misclassified,
+    )
 
     predicted = logits.argmax(axis=1)
     with atomic_dir(out_dir, marker=METRICS) as tmp:
@@ -64,6 +69,9 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
             config.evaluate.max_misclassified,
             tmp / "misclassified.png",
         )
+        figures = {"confusion matrix": tmp / "confusion_matrix.png",
+                   "misclassified test digits": tmp / "misclassified.png"}
+        (tmp / REPORT).write_text(evaluation_html(metrics, figures))
         write_json(tmp / METRICS, metrics)
     result = EvaluateResult(
         out_dir, metrics["accuracy"], metrics["macro"]["f1"], len(test), metrics["misclassified"]

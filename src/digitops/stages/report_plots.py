@@ -1,8 +1,11 @@
-"""Figures for evaluation reports: the confusion matrix and a grid of misclassified digits."""
+"""Evaluation report figures (confusion matrix, misclassified digits) and the HTML report."""
 
 from __future__ import annotations
 
+import base64
+import html
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -79,3 +82,29 @@ def plot_misclassified(
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)
+
+
+def evaluation_html(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
+    """A self-contained HTML report (figures inlined) for the KFP UI and MLflow."""
+    rows = "".join(
+        f"<tr><td>{html.escape(name)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
+        f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>"
+        for name, v in metrics["per_class"].items()
+    )
+    images = "".join(
+        f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
+        f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(title)}"
+        f"</figcaption></figure>"
+        for title, path in figures.items()
+    )
+    return (
+        "<!doctype html><html><head><meta charset='utf-8'><title>digitops evaluation</title>"
+        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
+        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
+        "figure{display:inline-block;margin:0 1em 1em 0}img{max-width:640px}</style></head><body>"
+        f"<h1>Test accuracy {metrics['accuracy']:.2%}</h1>"
+        f"<p>{metrics['misclassified']} of {metrics['test_images']} test images misclassified; "
+        f"macro F1 {metrics['macro']['f1']:.4f}.</p>{images}"
+        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
+        f"</tr>{rows}</table></body></html>"
+    )
