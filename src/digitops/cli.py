@@ -167,5 +167,98 @@ def evaluate(
     )
 
 
+pipeline_app = typer.Typer(
+    no_args_is_help=True, help="Compile, run locally, or submit the KFP pipeline."
+)
+app.add_typer(pipeline_app, name="pipeline")
+
+ParamOpt = Annotated[
+    list[str] | None,
+    typer.Option("--param", "-p", help="Pipeline parameter, e.g. --param epochs=3 (repeatable)."),
+]
+
+
+def _pipeline_arguments(params: list[str] | None, **named: Any) -> dict[str, Any]:
+    import yaml
+
+    arguments = {key: value for key, value in named.items() if value is not None}
+    for item in params or []:
+        key, sep, text = item.partition("=")
+        if not sep or not key:
+            raise DigitopsError(f"--param {item!r}: expected name=value, e.g. epochs=3")
+        arguments[key.strip()] = yaml.safe_load(text)
+    return arguments
+
+
+@pipeline_app.command("compile")
+@user_errors
+def pipeline_compile(
+    out: Annotated[Path, typer.Option(help="Root under which pipelines/ and components/ go.")] = (
+        Path(".")
+    ),
+) -> None:
+    """Write pipelines/digits.yaml and one component spec per stage under components/."""
+    from digitops.pipeline.runner import compile_all
+
+    for path in compile_all(out / "pipelines", out / "components"):
+        typer.echo(f"wrote {path}")
+
+
+@pipeline_app.command("run")
+@user_errors
+def pipeline_run(
+    params: ParamOpt = None,
+    source: Annotated[str | None, typer.Option(help="Data source (see prepare).")] = None,
+    limit: Annotated[int | None, typer.Option(help="Image limit (0 = all).")] = None,
+    epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
+    pipeline_file: Annotated[Path, typer.Option("--pipeline", help="Compiled pipeline YAML.")] = (
+        Path("pipelines") / "digits.yaml"
+    ),
+    root: Annotated[Path, typer.Option(help="Local pipeline root.")] = ARTIFACTS / "pipeline-root",
+) -> None:
+    """Run the compiled pipeline here with the KFP local runner; summarise every task."""
+    from digitops.pipeline.runner import run_local
+
+    arguments = _pipeline_arguments(params, source=source, limit=limit, epochs=epochs)
+    run_dir, tasks = run_local(pipeline_file, arguments, root.resolve())
+    typer.echo(f"pipeline run finished: {run_dir}")
+    for task in tasks:
+        typer.echo(f"  {task.name}")
+        for key, value in task.outputs.items():
+            typer.echo(f"    {key}: {value}")
+        for name, uri in task.artifacts.items():
+            details = ", ".join(
+                f"{k}={_fmt(v)}" for k, v in task.metadata[name].items() if k != "confusionMatrix"
+            )
+            typer.echo(f"    {name}: {uri}" + (f"  ({details})" if details else ""))
+
+
+def _fmt(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else str(value)
+
+
+@pipeline_app.command("submit")
+@user_errors
+def pipeline_submit(
+    host: Annotated[str, typer.Option(help="KFP API endpoint, e.g. http://localhost:8080.")],
+    params: ParamOpt = None,
+    experiment: Annotated[str, typer.Option(help="KFP experiment name.")] = "digitops",
+    wait: Annotated[bool, typer.Option(help="Wait for the run to finish.")] = False,
+    timeout: Annotated[int, typer.Option(help="Seconds to wait with --wait.")] = 3600,
+    pipeline_file: Annotated[Path, typer.Option("--pipeline", help="Compiled pipeline YAML.")] = (
+        Path("pipelines") / "digits.yaml"
+    ),
+) -> None:
+    """Upload the pipeline (new version if it exists) and start a run on a KFP host."""
+    from digitops.pipeline.runner import submit
+
+    run_id, state = submit(
+        host, pipeline_file, _pipeline_arguments(params), experiment, wait, timeout
+    )
+    typer.echo(f"run {run_id}: {state}")
+    if wait and state.upper() not in ("SUCCEEDED", "RUNTIMESTATE.SUCCEEDED"):
+        raise typer.Exit(1)
+
+
 if __name__ == "__main__":
     app()

@@ -108,3 +108,16 @@ def test_prepare_train_evaluate_through_the_cli(tmp_path: Path):
     evaluated = run_cli("evaluate", *sets, cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert (tmp_path / "artifacts" / "evaluation" / "metrics.json").is_file()
+
+
+def test_submit_to_unreachable_host(tmp_path: Path):
+    result = run_cli(
+        "pipeline",
+        "submit",
+        "--host",
+        "http://127.0.0.1:9",
+        "--pipeline",
+        str(Path(__file__).resolve().parents[2] / "pipelines" / "digits.yaml"),
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, "http://127.0.0.1:9: ")

@@ -69,8 +69,10 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
             config.evaluate.max_misclassified,
             tmp / "misclassified.png",
         )
-        figures = {"confusion matrix": tmp / "confusion_matrix.png",
-                   "misclassified test digits": tmp / "misclassified.png"}
+        figures = {
+            "confusion matrix": tmp / "confusion_matrix.png",
+            "misclassified test digits": tmp / "misclassified.png",
+        }
         (tmp / REPORT).write_text(evaluation_html(metrics, figures))
         write_json(tmp / METRICS, metrics)
     result = EvaluateResult(

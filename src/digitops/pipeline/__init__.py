@@ -1,0 +1,1 @@
+"""Orchestration: KFP components (thin wrappers over `digitops.stages`) and the pipeline DAG."""

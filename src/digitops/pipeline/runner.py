@@ -1,0 +1,200 @@
+"""Compile the pipeline, run it on this machine (KFP local runner), or submit it to a KFP host."""
+
+from __future__ import annotations
+
+import contextlib
+import io
+import json
+import logging
+import re
+import sys
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TextIO
+
+from digitops.errors import DigitopsError
+
+log = logging.getLogger(__name__)
+
+REPO = Path(__file__).resolve().parents[3]
+PIPELINE_FILE = "digits.yaml"
+
+
+class PipelineError(DigitopsError):
+    """The pipeline could not be compiled, run or submitted."""
+
+
+def compile_all(pipelines_dir: Path, components_dir: Path) -> list[Path]:
+    """Write the pipeline YAML and one spec per component; return the files written."""
+    from kfp import compiler
+
+    from digitops.pipeline import components, dag
+
+    pipelines_dir.mkdir(parents=True, exist_ok=True)
+    components_dir.mkdir(parents=True, exist_ok=True)
+    written = [pipelines_dir / PIPELINE_FILE]
+    compiler.Compiler().compile(dag.digits_pipeline, str(written[0]))
+    for name in ("prepare", "train", "evaluate"):
+        path = components_dir / f"{name}.yaml"
+        compiler.Compiler().compile(getattr(components, name), str(path))
+        written.append(path)
+    return written
+
+
+@dataclass
+class TaskSummary:
+    """One task of a run: output parameters, artifact paths, and metadata (metrics included)."""
+
+    name: str
+    outputs: dict[str, Any] = field(default_factory=dict)
+    artifacts: dict[str, str] = field(default_factory=dict)
+    metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+
+def run_local(
+    pipeline_file: Path, arguments: dict[str, Any], pipeline_root: Path
+) -> tuple[Path, list[TaskSummary]]:
+    """Run the compiled pipeline with `kfp.local.SubprocessRunner`; summarise every task."""
+    from kfp import components, local
+
+    if not pipeline_file.is_file():
+        raise PipelineError(
+            f"{pipeline_file}: compiled pipeline not found; run `digitops pipeline compile`"
+        )
+    pipeline = components.load_component_from_file(str(pipeline_file))
+    unknown = set(arguments) - set(pipeline.component_spec.inputs or {})
+    if unknown:
+        raise PipelineError(
+            f"unknown pipeline parameter(s) {sorted(unknown)}; known: "
+            f"{sorted(pipeline.component_spec.inputs or {})}"
+        )
+    pipeline_root.mkdir(parents=True, exist_ok=True)
+    before = set(pipeline_root.iterdir())
+    local.init(
+        runner=local.SubprocessRunner(use_venv=False),
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+    )
+    tee = _ErrorTee(sys.stdout)
+    try:
+        with contextlib.redirect_stdout(tee):
+            pipeline(**arguments)
+    except RuntimeError as exc:
+        raise PipelineError(_failure_line(str(exc), tee.last_error)) from None
+    run_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    if not run_dirs:
+        raise PipelineError(f"{pipeline_root}: the local run left no outputs")
+    return run_dirs[-1], summarize(run_dirs[-1])
+
+
+class _ErrorTee(io.TextIOBase):
+    """Passes the tasks' streamed logs through and remembers the last digitops error line."""
+
+    _ERROR = re.compile(r"digitops\.\w+\.(\w+Error): (.*)")
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+        self.last_error: str | None = None
+
+    def write(self, text: str) -> int:
+        for match in self._ERROR.finditer(text):
+            self.last_error = f"{match.group(1)}: {match.group(2).strip()}"
+        return self.stream.write(text)
+
+    def flush(self) -> None:
+        self.stream.flush()
+
+
+def _failure_line(message: str, error: str | None) -> str:
+    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)  # the local runner colours task names
+    task = re.search(r"Inner task failed: '?([\w-]+)'?", plain)
+    where = f"task '{task.group(1)}'" if task else "a task"
+    return f"pipeline stopped: {where} failed: {error or 'see its log above'}"
+
+
+def summarize(run_dir: Path) -> list[TaskSummary]:
+    """Read each task's `executor_output.json` in a local run directory."""
+    tasks = []
+    for output_file in sorted(run_dir.glob("*/executor_output.json")):
+        executor_output = json.loads(output_file.read_text())
+        summary = TaskSummary(
+            output_file.parent.name, outputs=dict(executor_output.get("parameterValues", {}))
+        )
+        for name, entry in executor_output.get("artifacts", {}).items():
+            artifact = entry["artifacts"][0]
+            summary.artifacts[name] = artifact["uri"]
+            summary.metadata[name] = artifact.get("metadata", {})
+        tasks.append(summary)
+    return tasks
+
+
+def submit(
+    host: str,
+    pipeline_file: Path,
+    arguments: dict[str, Any],
+    experiment: str,
+    wait: bool,
+    timeout_s: int,
+) -> tuple[str, str]:
+    """Upload the pipeline (a new version when it exists) and start a run; (run id, state)."""
+    import datetime
+
+    import kfp
+
+    if not pipeline_file.is_file():
+        raise PipelineError(
+            f"{pipeline_file}: compiled pipeline not found; run `digitops pipeline compile`"
+        )
+    stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
+    # The client warns about old server versions and urllib3 about each retry (on the child
+    # logger: the client resets the level of "urllib3"); users need the outcome, as one line.
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp\.")
+    try:
+        client = kfp.Client(host=host)
+        pipeline_id = client.get_pipeline_id(_pipeline_name())
+        if pipeline_id is None:
+            uploaded = client.upload_pipeline(str(pipeline_file), pipeline_name=_pipeline_name())
+            pipeline_id = uploaded.pipeline_id
+            version_id = (
+                client.list_pipeline_versions(pipeline_id).pipeline_versions[0].pipeline_version_id
+            )
+        else:
+            version = client.upload_pipeline_version(
+                str(pipeline_file),
+                pipeline_version_name=f"{_pipeline_name()}-{stamp}",
+                pipeline_id=pipeline_id,
+            )
+            version_id = version.pipeline_version_id
+        experiment_id = client.create_experiment(experiment).experiment_id
+        run = client.run_pipeline(
+            experiment_id=experiment_id,
+            job_name=f"digitops-{stamp}",
+            pipeline_id=pipeline_id,
+            version_id=version_id,
+            params=arguments,
+        )
+        state = "SUBMITTED"
+        if wait:
+            state = str(client.wait_for_run_completion(run.run_id, timeout=timeout_s).state)
+    except Exception as exc:  # kfp raises transport and API errors of many types
+        raise PipelineError(f"{host}: {_short(exc)}") from None
+    return run.run_id, state
+
+
+def _pipeline_name() -> str:
+    from digitops.pipeline.dag import PIPELINE_NAME
+
+    return PIPELINE_NAME
+
+
+def _short(exc: Exception) -> str:
+    from urllib3.exceptions import MaxRetryError
+
+    if isinstance(exc, MaxRetryError):
+        cause = exc.reason.__class__.__name__ if exc.reason else "no answer"
+        return f"cannot reach the KFP API ({cause})"
+    text = str(exc).strip().splitlines()
+    first = text[0] if text else ""
+    return f"the KFP API refused the request: {exc.__class__.__name__} {first}"[:300]

@@ -1,0 +1,96 @@
+"""The compiled pipeline, run by `digitops pipeline run` with the KFP local runner."""
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from digitops.pipeline.runner import summarize
+
+pytestmark = [pytest.mark.e2e, pytest.mark.slow]
+
+REPO = Path(__file__).resolve().parents[2]
+
+
+def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    return subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "digitops.cli",
+            "pipeline",
+            "run",
+            "--pipeline",
+            str(REPO / "pipelines" / "digits.yaml"),
+            *args,
+        ],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=600,
+    )
+
+
+@pytest.fixture(scope="module")
+def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+    cwd = tmp_path_factory.mktemp("pipeline")
+    result = run_pipeline(
+        cwd, "--limit", "3000", "--epochs", "2", "--param", "accuracy_threshold=0.5"
+    )
+    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    return cwd, result
+
+
+def test_every_task_produced_its_artifacts(local_run):
+    cwd, _ = local_run
+    (run_dir,) = (cwd / "artifacts" / "pipeline-root").iterdir()
+    tasks = {task.name: task for task in summarize(run_dir)}
+    assert set(tasks) == {"prepare", "train", "evaluate"}
+
+    dataset = Path(tasks["prepare"].artifacts["dataset"])
+    manifest = json.loads((dataset / "manifest.json").read_text())
+    assert tasks["prepare"].metadata["dataset"]["version"] == manifest["version"]
+    assert tasks["prepare"].metadata["stats"] == {
+        "train_images": 2700,
+        "val_images": 300,
+        "test_images": 3000,
+    }
+
+    model = Path(tasks["train"].artifacts["model"])
+    assert {"model.onnx", "model.ckpt", "model.json"} <= {p.name for p in model.iterdir()}
+    assert tasks["train"].outputs["Output"] == tasks["train"].metadata["model"]["mlflow_run_id"]
+
+    evaluation = tasks["evaluate"]
+    accuracy = evaluation.metadata["metrics"]["accuracy"]
+    assert evaluation.outputs["Output"] is (accuracy >= 0.5)
+    matrix = evaluation.metadata["confusion"]["confusionMatrix"]
+    assert len(matrix["annotationSpecs"]) == 10
+    assert sum(sum(row["row"]) for row in matrix["rows"]) == 3000
+    assert Path(evaluation.artifacts["report"]).read_text().startswith("<!doctype html>")
+
+
+def test_run_is_tracked_in_the_working_directory(local_run):
+    cwd, result = local_run
+    assert (cwd / "mlflow.db").is_file()
+    assert "pipeline run finished" in result.stdout
+    assert "accuracy=" in result.stdout
+
+
+def test_failing_stage_stops_the_run_and_is_named(tmp_path: Path):
+    result = run_pipeline(tmp_path, "--source", "no-such-data", "--limit", "100")
+    assert result.returncode == 2
+    last = result.stderr.strip().splitlines()[-1]
+    assert last.startswith("error: pipeline stopped: task 'prepare' failed: DataError: ")
+    assert "no-such-data: data source not found" in last
+    assert not list((tmp_path / "artifacts" / "pipeline-root").glob("*/train"))
+
+
+def test_unknown_parameter_is_rejected(tmp_path: Path):
+    result = run_pipeline(tmp_path, "--param", "epoch=3")
+    assert result.returncode == 2
+    assert "unknown pipeline parameter(s) ['epoch']" in result.stderr

@@ -1,0 +1,69 @@
+"""The checked-in KFP YAML is a fresh compile and loads back with kfp."""
+
+from pathlib import Path
+
+import pytest
+import yaml
+from kfp import components
+
+from digitops.pipeline.components import DEFAULT_IMAGE
+from digitops.pipeline.runner import compile_all
+
+REPO = Path(__file__).resolve().parents[3]
+COMPILED = sorted([REPO / "pipelines" / "digits.yaml", *(REPO / "components").glob("*.yaml")])
+
+
+@pytest.fixture(scope="module")
+def fresh(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("compiled")
+    compile_all(out / "pipelines", out / "components")
+    return out
+
+
+@pytest.mark.parametrize("path", COMPILED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_checked_in_yaml_is_up_to_date(path: Path, fresh: Path):
+    current = (fresh / path.parent.name / path.name).read_text()
+    assert path.read_text() == current, "stale: run `digitops pipeline compile` and commit"
+
+
+def test_every_component_is_checked_in(fresh: Path):
+    names = {p.name for p in (fresh / "components").iterdir()}
+    assert names == {p.name for p in (REPO / "components").glob("*.yaml")}
+
+
+@pytest.mark.parametrize("path", COMPILED, ids=lambda p: f"{p.parent.name}/{p.name}")
+def test_compiled_yaml_loads_back(path: Path):
+    loaded = components.load_component_from_file(str(path))
+    assert loaded.component_spec.inputs
+
+
+def test_pipeline_wires_stages_with_resources_retries_and_caching():
+    spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
+    tasks = spec["root"]["dag"]["tasks"]
+    assert set(tasks) == {"prepare", "train", "evaluate"}
+    assert tasks["train"]["dependentTasks"] == ["prepare"]
+    assert sorted(tasks["evaluate"]["dependentTasks"]) == ["prepare", "train"]
+    for task in tasks.values():
+        assert task["cachingOptions"] == {"enableCache": True}
+        assert task["retryPolicy"]["maxRetryCount"] == 1
+    executors = spec["deploymentSpec"]["executors"]
+    for executor in executors.values():
+        container = executor["container"]
+        assert container["image"] == DEFAULT_IMAGE
+        assert container["resources"]["cpuLimit"] > 0
+        assert container["resources"]["memoryLimit"] > 0
+        assert "pip install" not in " ".join(container["command"]), "the image has everything"
+
+
+def test_pipeline_parameters():
+    spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
+    params = spec["root"]["inputDefinitions"]["parameters"]
+    assert {
+        "source",
+        "limit",
+        "epochs",
+        "seed",
+        "accuracy_threshold",
+        "mlflow_tracking_uri",
+    } <= set(params)
+    assert params["accuracy_threshold"]["defaultValue"] == 0.995
