@@ -1,4 +1,4 @@
-# digitops: `make run` trains and evaluates the default model; `make test` runs every test.
+# digitops: `make run` runs the KFP pipeline locally on the defaults; `make test` runs every test.
 # Both create .venv and install the pinned environment (requirements.lock) first.
 PYTHON ?= python3
 VENV := .venv
@@ -6,7 +6,7 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DIGITOPS := $(BIN)/digitops
 
-.PHONY: install run prepare train evaluate test test-fast lint format bench lock clean
+.PHONY: install run stages compile test test-fast lint format bench lock clean
 
 install: $(STAMP)
 
@@ -17,10 +17,18 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
+# The compiled pipeline (prepare -> train -> evaluate) with the KFP local runner.
 run: install
+	$(DIGITOPS) pipeline run
+
+# The same stages called directly, without KFP.
+stages: install
 	$(DIGITOPS) prepare
 	$(DIGITOPS) train
 	$(DIGITOPS) evaluate
+
+compile: install
+	$(DIGITOPS) pipeline compile
 
 test: install
 	$(BIN)/python -m pytest
@@ -32,6 +40,7 @@ lint: install
 	$(BIN)/ruff check src tests benchmarks
 	$(BIN)/ruff format --check src tests benchmarks
 	$(BIN)/mypy src
+	$(DIGITOPS) pipeline compile >/dev/null && git diff --exit-code -- pipelines components
 
 format: install
 	$(BIN)/ruff check --fix src tests benchmarks

@@ -186,7 +186,8 @@ def _pipeline_arguments(params: list[str] | None, **named: Any) -> dict[str, Any
         key, sep, text = item.partition("=")
         if not sep or not key:
             raise DigitopsError(f"--param {item!r}: expected name=value, e.g. epochs=3")
-        arguments[key.strip()] = yaml.safe_load(text)
+        # YAML typing (3 -> int, 0.99 -> float); an empty value is the empty string.
+        arguments[key.strip()] = yaml.safe_load(text) if text.strip() else ""
     return arguments
 
 

@@ -13,7 +13,7 @@ from kfp.dsl import HTML, ClassificationMetrics, Dataset, Input, Metrics, Model,
 from digitops import __version__
 
 DEFAULT_IMAGE = f"ghcr.io/digitops/digitops:{__version__}"
-IMAGE = os.environ.get("DIGITOPS_IMAGE", DEFAULT_IMAGE)
+IMAGE = os.environ.get("DIGITOPS_IMAGE") or DEFAULT_IMAGE
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
