@@ -37,7 +37,7 @@ class BatchedSplit(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
 
 
 def batch_loader(
-    split: BatchedSplit, batch_size: int, shuffle: bool, seed: int = 0, workers: int = 0
+    split: BatchedSplit, batch_size: int, shuffle: bool, seed: int = 0
 ) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
     """A DataLoader that yields whole batches from a `BatchedSplit`."""
     generator = torch.Generator().manual_seed(seed)
@@ -46,8 +46,6 @@ def batch_loader(
         split,
         sampler=BatchSampler(base, batch_size, drop_last=False),
         batch_size=None,
-        num_workers=workers,
-        persistent_workers=workers > 0,
     )
 
 
@@ -60,7 +58,6 @@ class DigitDataModule(L.LightningDataModule):
         batch_size: int,
         seed: int,
         augment: bool = True,
-        workers: int = 0,
         dataset: Dataset | None = None,
     ) -> None:
         super().__init__()
@@ -68,14 +65,11 @@ class DigitDataModule(L.LightningDataModule):
         self.batch_size = batch_size
         self.seed = seed
         self.augment = augment
-        self.workers = workers
 
     def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
         augmenter = Augmenter(self.dataset.augment_spec, self.seed) if self.augment else None
         split = BatchedSplit(self.dataset.split("train"), augmenter)
-        return batch_loader(
-            split, self.batch_size, shuffle=True, seed=self.seed, workers=self.workers
-        )
+        return batch_loader(split, self.batch_size, shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
         return batch_loader(

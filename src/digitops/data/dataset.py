@@ -6,6 +6,7 @@ Layout: train/val/test `.npz` (uint8 images N×28×28, int64 labels), `augment.j
 
 from __future__ import annotations
 
+import hashlib
 import json
 from dataclasses import dataclass
 from pathlib import Path
@@ -78,8 +79,6 @@ def compute_stats(splits: dict[str, Split], class_names: list[str]) -> dict[str,
 
 
 def _version(files: dict[str, dict[str, Any]]) -> str:
-    import hashlib
-
     lines = "".join(f"{info['sha256']}  {name}\n" for name, info in sorted(files.items()))
     return hashlib.sha256(lines.encode()).hexdigest()
 
