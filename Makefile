@@ -17,15 +17,20 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The compiled pipeline (prepare -> train -> evaluate) with the KFP local runner.
+# The compiled pipeline (prepare -> tune -> train -> evaluate, explain, drift -> register) with the
+# KFP local runner.
 run: install
 	$(DIGITOPS) pipeline run
 
 # The same stages called directly, without KFP.
 stages: install
 	$(DIGITOPS) prepare
-	$(DIGITOPS) train
+	$(DIGITOPS) tune
+	$(DIGITOPS) train --params artifacts/tune
 	$(DIGITOPS) evaluate
+	$(DIGITOPS) explain
+	$(DIGITOPS) drift --model artifacts/model
+	$(DIGITOPS) register --drift artifacts/drift
 
 compile: install
 	$(DIGITOPS) pipeline compile

@@ -115,18 +115,69 @@ def prepare(
 
 @app.command()
 @user_errors
+def tune(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    data: DataOpt = ARTIFACTS / "dataset",
+    trials: Annotated[int | None, typer.Option(help="Number of trials (0 = no search).")] = None,
+    time_budget: Annotated[
+        float | None, typer.Option(help="Wall-clock budget of the search, seconds.")
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster to run on, e.g. ray://head:10001 (default: $RAY_ADDRESS)."),
+    ] = None,
+    out: Annotated[
+        Path, typer.Option(help="Directory for best_params.json and the trial table.")
+    ] = (ARTIFACTS / "tune"),
+) -> None:
+    """Search hyper-parameters with Ray Tune (Optuna TPE + ASHA); write best_params.json."""
+    from digitops.stages import tune as stage
+
+    cfg = _config(
+        config,
+        set_,
+        **{
+            "tune.trials": trials,
+            "tune.time_budget_s": time_budget,
+            "tune.ray_address": ray_address,
+        },
+    )
+    result = stage.run(cfg, data, out)
+    baseline = result.baseline_val_accuracy
+    _print(
+        "hyper-parameter search" if result.searched else "no search (0 trials)",
+        {
+            "dir": result.out_dir,
+            "best_val_accuracy": _fmt(result.best_val_accuracy),
+            "baseline_val_accuracy": _fmt(baseline),
+            "trials": f"{result.trials} ({result.failed} failed)",
+            "minutes": f"{result.seconds / 60:.1f}",
+            "best_params": result.best_params or "the configured values",
+            "mlflow_run_id": result.mlflow_run_id,
+        },
+    )
+
+
+@app.command()
+@user_errors
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     data: DataOpt = ARTIFACTS / "dataset",
     epochs: Annotated[int | None, typer.Option(help="Maximum epochs.")] = None,
+    params: Annotated[
+        Path | None,
+        typer.Option(help="best_params.json from `digitops tune` (or its directory)."),
+    ] = None,
     out: Annotated[Path, typer.Option(help="Model directory to write.")] = ARTIFACTS / "model",
 ) -> None:
     """Train the CNN with PyTorch Lightning; export ONNX; track the run in MLflow."""
     from digitops.stages import train as stage
+    from digitops.stages.tune import load_best_params
 
     cfg = _config(config, set_, **{"train.epochs": epochs})
-    result = stage.run(cfg, data, out)
+    result = stage.run(cfg, data, out, load_best_params(params) if params else None)
     _print(
         "trained model",
         {
@@ -165,6 +216,139 @@ def evaluate(
             "misclassified": f"{result.misclassified} of {result.test_images}",
         },
     )
+
+
+@app.command()
+@user_errors
+def explain(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = ARTIFACTS / "model",
+    data: DataOpt = ARTIFACTS / "dataset",
+    out: Annotated[Path, typer.Option(help="Report directory to write.")] = (
+        ARTIFACTS / "explanation"
+    ),
+) -> None:
+    """Captum attributions (IG, Saliency, Occlusion) and their faithfulness (deletion curves)."""
+    from digitops.stages import explain as stage
+
+    result = stage.run(_config(config, set_), model, data, out)
+    _print(
+        "explained model",
+        {
+            "dir": result.out_dir,
+            "deletion AUC / random (lower = more faithful)": ", ".join(
+                f"{name} {ratio:.2f}" for name, ratio in result.auc_ratio.items()
+            ),
+            "confidence drop at 10 % removed": ", ".join(
+                f"{name} {drop:.3f}" for name, drop in result.drop_at_10.items()
+            )
+            + f", random {result.random_drop_at_10:.3f}",
+            "images": result.images,
+            "seconds": f"{result.seconds:.0f}",
+        },
+    )
+
+
+@app.command()
+@user_errors
+def drift(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    reference: Annotated[
+        Path, typer.Option(help="Dataset directory whose training data is the reference.")
+    ] = ARTIFACTS / "dataset",
+    current: Annotated[
+        str | None,
+        typer.Option(
+            help="A dataset directory (its test split), a folder of images, or the service's "
+            "request log (.jsonl). Default: the reference dataset's test split."
+        ),
+    ] = None,
+    model: Annotated[
+        Path | None,
+        typer.Option(help="Model directory: adds predicted-class and confidence drift."),
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Report directory to write.")] = ARTIFACTS / "drift",
+) -> None:
+    """Evidently data drift of image descriptors between the training data and current data."""
+    from digitops.stages import drift as stage
+
+    result = stage.run(_config(config, set_), reference, current, out, model)
+    _print(
+        "drift detected" if result.drifted else "no drift",
+        {
+            "dir": result.out_dir,
+            "drifted_share": f"{result.drifted_share:.2f}",
+            "drifted_columns": ", ".join(result.drifted_columns) or "none",
+            "images": f"{result.current_images} current vs {result.reference_images} reference",
+            "seconds": f"{result.seconds:.0f}",
+        },
+    )
+
+
+@app.command()
+@user_errors
+def register(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: ModelOpt = ARTIFACTS / "model",
+    evaluation: Annotated[
+        Path, typer.Option(help="Evaluation directory (from evaluate).")
+    ] = ARTIFACTS / "evaluation",
+    drift: Annotated[
+        Path | None, typer.Option(help="drift.json from `digitops drift` (its verdict can block).")
+    ] = None,
+    approval: Annotated[
+        str | None, typer.Option(help="manual (default): promote by hand; auto: on a pass.")
+    ] = None,
+) -> None:
+    """Register the model in MLflow, gate it, alias it `candidate` (and `production` if auto)."""
+    from digitops.registry import PRODUCTION
+    from digitops.stages import register as stage
+
+    cfg = _config(config, set_, **{"registry.approval": approval})
+    drift_file = drift / "drift.json" if drift is not None and drift.is_dir() else drift
+    result = stage.run(cfg, model, evaluation, drift_file)
+    _print(
+        f"registered {result.model_name} version {result.version}",
+        {
+            "gate": "passed" if result.gate.passed else "failed: " + "; ".join(result.gate.reasons),
+            "aliases": ", ".join(result.aliases) or "none",
+            "production": result.production or "none",
+            "next": (
+                f"digitops promote --version {result.version}"
+                if result.gate.passed and PRODUCTION not in result.aliases
+                else "nothing to do"
+            ),
+        },
+    )
+
+
+@app.command()
+@user_errors
+def promote(
+    version: Annotated[int, typer.Option(help="Model version to put in production.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """Give the `production` alias to a version that passed the gate (after you looked at it)."""
+    from digitops import registry
+
+    cfg = _config(config, set_)
+    promoted = registry.promote(cfg.registry, cfg.tracking, version)
+    typer.echo(f"{cfg.registry.model_name} version {promoted.number} is in production")
+
+
+@app.command()
+@user_errors
+def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Give `production` back to the version that held it before the current one."""
+    from digitops import registry
+
+    cfg = _config(config, set_)
+    was, now = registry.rollback(cfg.registry, cfg.tracking)
+    typer.echo(f"{cfg.registry.model_name}: production rolled back from version {was} to {now}")
 
 
 pipeline_app = typer.Typer(
@@ -211,6 +395,9 @@ def pipeline_run(
     params: ParamOpt = None,
     source: Annotated[str | None, typer.Option(help="Data source (see prepare).")] = None,
     limit: Annotated[int | None, typer.Option(help="Image limit (0 = all).")] = None,
+    tune_trials: Annotated[
+        int | None, typer.Option(help="Search trials (0 = the configured hyper-parameters).")
+    ] = None,
     epochs: Annotated[int | None, typer.Option(help="Training epochs.")] = None,
     pipeline_file: Annotated[Path, typer.Option("--pipeline", help="Compiled pipeline YAML.")] = (
         Path("pipelines") / "digits.yaml"
@@ -220,7 +407,9 @@ def pipeline_run(
     """Run the compiled pipeline here with the KFP local runner; summarise every task."""
     from digitops.pipeline.runner import run_local
 
-    arguments = _pipeline_arguments(params, source=source, limit=limit, epochs=epochs)
+    arguments = _pipeline_arguments(
+        params, source=source, limit=limit, tune_trials=tune_trials, epochs=epochs
+    )
     run_dir, tasks = run_local(pipeline_file, arguments, root.resolve())
     typer.echo(f"pipeline run finished: {run_dir}")
     for task in tasks:

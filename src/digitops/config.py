@@ -7,10 +7,10 @@ any single value from the command line. Unknown keys are errors that name the ke
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
 from digitops.errors import ConfigError
 
@@ -67,11 +67,111 @@ class TrainConfig(Section):
     progress: bool = True
 
 
+class SearchDim(Section):
+    """One dimension of the search space: a range (`low`..`high`) or a list of `values`."""
+
+    kind: Literal["uniform", "loguniform", "int", "choice"]
+    low: float | None = None
+    high: float | None = None
+    values: list[Any] | None = None
+
+    @model_validator(mode="after")
+    def _complete(self) -> SearchDim:
+        if self.kind == "choice":
+            if not self.values:
+                raise ValueError("a 'choice' dimension needs a non-empty 'values' list")
+        elif self.low is None or self.high is None or not self.low < self.high:
+            raise ValueError(f"a '{self.kind}' dimension needs 'low' < 'high'")
+        elif self.kind == "loguniform" and self.low <= 0:
+            raise ValueError("a 'loguniform' dimension needs 'low' > 0")
+        return self
+
+
+def _default_space() -> dict[str, SearchDim]:
+    return {
+        "train.lr": SearchDim(kind="loguniform", low=2e-3, high=3e-2),
+        "train.weight_decay": SearchDim(kind="loguniform", low=1e-5, high=1e-2),
+        "train.batch_size": SearchDim(kind="choice", values=[64, 128, 256]),
+        "model.width": SearchDim(kind="choice", values=[6, 8, 12]),
+        "model.dropout": SearchDim(kind="uniform", low=0.0, high=0.3),
+        "augment.rotate": SearchDim(kind="uniform", low=0.0, high=20.0),
+        "augment.shift": SearchDim(kind="uniform", low=0.0, high=0.15),
+    }
+
+
+class TuneConfig(Section):
+    """Ray Tune search: Optuna TPE proposes, ASHA stops weak trials early.
+
+    Each trial is a Lightning run on a subset of the training split for at most `epochs` epochs;
+    the search ends after `trials` trials or `time_budget_s` seconds, whichever comes first.
+    """
+
+    trials: int = Field(16, ge=0, description="number of trials; 0 skips the search")
+    time_budget_s: float = Field(300.0, gt=0, description="wall-clock budget of the search")
+    epochs: int = Field(4, ge=1, description="epochs of a trial that ASHA never stops")
+    grace_epochs: int = Field(1, ge=1, description="epochs every trial gets before ASHA judges")
+    reduction_factor: int = Field(2, ge=2, description="ASHA keeps 1/reduction_factor per rung")
+    train_images: int | None = Field(12000, gt=0, description="training images per trial")
+    cpus_per_trial: int = Field(1, ge=1)
+    baseline: bool = Field(True, description="evaluate the configured values as the first trial")
+    start_points: list[dict[str, Any]] = Field(
+        default_factory=list, description="further points evaluated before the sampler's own"
+    )
+    space: dict[str, SearchDim] = Field(default_factory=_default_space)
+    ray_address: str | None = Field(
+        None, description="Ray cluster (default: $RAY_ADDRESS, else local)"
+    )
+    seed: int = 0
+
+
 class EvaluateConfig(Section):
     """Test-set evaluation."""
 
     batch_size: int = Field(1000, ge=1)
     max_misclassified: int = Field(64, ge=0, description="digits shown in the error grid")
+
+
+class ExplainConfig(Section):
+    """Captum attributions of the trained model and their faithfulness (deletion curves)."""
+
+    per_class: int = Field(2, ge=0, description="correctly classified test digits per class shown")
+    max_misclassified: int = Field(8, ge=0, description="misclassified test digits shown")
+    faithfulness_images: int = Field(500, ge=1, description="test digits for deletion curves")
+    deletion_max: float = Field(0.5, ge=0.1, le=1, description="largest share of pixels removed")
+    deletion_steps: int = Field(10, ge=2, description="points on the deletion curve after 0")
+    ig_steps: int = Field(32, ge=2, description="Integrated Gradients path steps")
+    occlusion_window: int = Field(4, ge=1, description="occlusion patch side, pixels")
+    occlusion_stride: int = Field(2, ge=1)
+    seed: int = 0
+
+
+class DriftConfig(Section):
+    """Evidently data drift between the training data and new data, over image descriptors.
+
+    Distance tests (not p-values) so the verdict does not flip with sample size: Wasserstein
+    distance in reference standard deviations for numbers, Jensen-Shannon for the predicted class.
+    """
+
+    num_method: str = "wasserstein"
+    num_threshold: float = Field(0.1, gt=0, description="a column drifts at this distance or more")
+    cat_method: str = "jensenshannon"
+    cat_threshold: float = Field(0.1, gt=0)
+    drift_share: float = Field(0.5, gt=0, le=1, description="drifted-column share that is drift")
+    predictions: bool = Field(True, description="add the model's class and confidence columns")
+
+
+class RegistryConfig(Section):
+    """The MLflow Model Registry and the gate a new version must pass."""
+
+    model_name: str = "digit-classifier"
+    accuracy_threshold: float = Field(0.995, ge=0, le=1, description="minimum test accuracy")
+    regression_tolerance: float = Field(
+        0.001, ge=0, description="how much below production's test accuracy is still no regression"
+    )
+    drift_blocks: bool = Field(True, description="a drift verdict stops the version")
+    approval: Literal["manual", "auto"] = Field(
+        "manual", description="manual: a person runs `digitops promote`; auto: promote on pass"
+    )
 
 
 class TrackingConfig(Section):
@@ -89,8 +189,56 @@ class Config(Section):
     augment: AugmentConfig = AugmentConfig()
     model: ModelConfig = ModelConfig()
     train: TrainConfig = TrainConfig()
+    tune: TuneConfig = TuneConfig()
     evaluate: EvaluateConfig = EvaluateConfig()
+    explain: ExplainConfig = ExplainConfig()
+    drift: DriftConfig = DriftConfig()
+    registry: RegistryConfig = RegistryConfig()
     tracking: TrackingConfig = TrackingConfig()
+
+    @model_validator(mode="after")
+    def _searchable(self) -> Config:
+        points = [*self.tune.space, *(key for point in self.tune.start_points for key in point)]
+        for key in points:
+            if key not in TUNABLE:
+                raise ValueError(f"tune: '{key}' is not a tunable key ({', '.join(TUNABLE)})")
+        return self
+
+
+def _tunable_keys() -> list[str]:
+    sections: dict[str, type[Section]] = {
+        "model": ModelConfig,
+        "train": TrainConfig,
+        "augment": AugmentConfig,
+    }
+    keys = [f"{name}.{key}" for name, model in sections.items() for key in model.model_fields]
+    return [key for key in keys if key not in _NOT_TUNABLE]
+
+
+# Keys that set the run's length, reproducibility or output, not what the model learns.
+_NOT_TUNABLE = {"train.epochs", "train.patience", "train.seed", "train.threads", "train.progress"}
+TUNABLE = _tunable_keys()
+
+
+def apply_params(config: Config, params: dict[str, Any]) -> Config:
+    """`config` with dotted `section.key` values replaced (e.g. the tuned parameters)."""
+    raw = config.model_dump()
+    for key, value in params.items():
+        section, _, name = key.partition(".")
+        if key not in TUNABLE:
+            raise ConfigError(f"parameter '{key}' is not a tunable key ({', '.join(TUNABLE)})")
+        raw[section][name] = value
+    try:
+        return Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_describe(exc, None)) from None
+
+
+def current_params(config: Config, keys: list[str]) -> dict[str, Any]:
+    """The values `config` holds for dotted `section.key` names."""
+    return {
+        key: getattr(getattr(config, key.partition(".")[0]), key.partition(".")[2]) for key in keys
+    }
 
 
 def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
@@ -140,8 +288,9 @@ def _describe(exc: ValidationError, path: Path | None) -> str:
     problems = []
     for err in exc.errors():
         key = ".".join(str(p) for p in err["loc"])
+        message = err["msg"].removeprefix("Value error, ")
         if err["type"] == "extra_forbidden":
             problems.append(f"unknown key '{key}'")
         else:
-            problems.append(f"'{key}': {err['msg']}")
+            problems.append(f"'{key}': {message}" if key else message)
     return f"{where}invalid config: " + "; ".join(problems)

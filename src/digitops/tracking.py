@@ -30,9 +30,10 @@ def tracking_uri(cfg: TrackingConfig) -> str:
     )
 
 
-def _quiet_mlflow() -> None:
-    # Alembic prints every schema migration when a new SQLite store is created.
-    for name in ("alembic", "mlflow.store.db.utils"):
+def quiet_mlflow() -> None:
+    # Alembic prints every schema migration when a new SQLite store is created, and MLflow
+    # announces each experiment it creates.
+    for name in ("alembic", "mlflow.store.db.utils", "mlflow.tracking.fluent"):
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
@@ -43,9 +44,29 @@ def start_run(
     """Open (or resume, with `run_id`) an MLflow run in the configured experiment."""
     import mlflow
 
-    _quiet_mlflow()
+    quiet_mlflow()
     mlflow.set_tracking_uri(tracking_uri(cfg))
     if run_id is None:
         mlflow.set_experiment(cfg.experiment)
     with mlflow.start_run(run_id=run_id, run_name=None if run_id else run_name) as run:
         yield run
+
+
+def add_to_run(
+    cfg: TrackingConfig,
+    run_id: str,
+    stage: str,
+    metrics: dict[str, float],
+    artifacts: Path,
+) -> None:
+    """Add a later stage's metrics and output directory (under `stage/`) to an existing run."""
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    try:
+        with start_run(cfg, run_name=stage, run_id=run_id):
+            mlflow.log_metrics(metrics)
+            mlflow.log_artifacts(str(artifacts), artifact_path=stage)
+    except MlflowException as exc:
+        # The model may come from another tracking store; the outputs on disk are complete.
+        log.warning("could not add the %s results to MLflow run %s: %s", stage, run_id, exc.message)

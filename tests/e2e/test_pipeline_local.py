@@ -40,7 +40,9 @@ def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
     cwd = tmp_path_factory.mktemp("pipeline")
     result = run_pipeline(
-        cwd, "--limit", "3000", "--epochs", "2", "--param", "accuracy_threshold=0.5"
+        cwd,
+        *("--limit", "3000", "--tune-trials", "2", "--epochs", "2"),
+        *("--param", "accuracy_threshold=0.5"),
     )
     assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
     return cwd, result
@@ -50,7 +52,7 @@ def test_every_task_produced_its_artifacts(local_run):
     cwd, _ = local_run
     (run_dir,) = (cwd / "artifacts" / "pipeline-root").iterdir()
     tasks = {task.name: task for task in summarize(run_dir)}
-    assert set(tasks) == {"prepare", "train", "evaluate"}
+    assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift", "register"}
 
     dataset = Path(tasks["prepare"].artifacts["dataset"])
     manifest = json.loads((dataset / "manifest.json").read_text())
@@ -61,8 +63,17 @@ def test_every_task_produced_its_artifacts(local_run):
         "test_images": 3000,
     }
 
+    tuned = tasks["tune"]
+    assert tuned.metadata["metrics"]["trials"] == 2
+    best = json.loads(Path(tuned.artifacts["best_params"]).read_text())
+    assert best["searched"] and best["trials"] == 2
+    assert "| trial" in Path(tuned.artifacts["trial_table"]).read_text()
+
     model = Path(tasks["train"].artifacts["model"])
     assert {"model.onnx", "model.ckpt", "model.json"} <= {p.name for p in model.iterdir()}
+    card = json.loads((model / "model.json").read_text())
+    assert card["hyperparameters"]["model"]["width"] == best["params"]["model.width"]
+    assert card["hyperparameters"]["train"]["lr"] == best["params"]["train.lr"]
     assert tasks["train"].outputs["Output"] == tasks["train"].metadata["model"]["mlflow_run_id"]
 
     evaluation = tasks["evaluate"]
@@ -72,6 +83,23 @@ def test_every_task_produced_its_artifacts(local_run):
     assert len(matrix["annotationSpecs"]) == 10
     assert sum(sum(row["row"]) for row in matrix["rows"]) == 3000
     assert Path(evaluation.artifacts["report"]).read_text().startswith("<!doctype html>")
+
+    explained = tasks["explain"]
+    faithfulness = explained.metadata["metrics"]
+    assert faithfulness["integrated_gradients_drop_at_10"] > faithfulness["random_drop_at_10"]
+    assert "deletion" in Path(explained.artifacts["report"]).read_text()
+
+    drifted = tasks["drift"]
+    verdict = json.loads(Path(drifted.artifacts["verdict"]).read_text())
+    assert drifted.outputs["Output"] is verdict["drifted"] is False
+    assert verdict["current_images"] == 3000 and "predicted" in verdict["columns"]
+
+    # evaluate's accuracy check let register run; the gate passed (threshold 0.5, no production,
+    # no drift), so the version is the candidate, waiting for a person (approval: manual).
+    registered = tasks["register"]
+    assert registered.outputs["Output"] is True
+    summary = registered.metadata["registered"]
+    assert summary["version"] == 1 and summary["aliases"] == ["candidate"]
 
 
 def test_run_is_tracked_in_the_working_directory(local_run):

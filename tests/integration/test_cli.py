@@ -99,15 +99,97 @@ def test_evaluate_without_a_model(tmp_path: Path, mnist_slice: Path):
 
 
 @pytest.mark.slow
-def test_prepare_train_evaluate_through_the_cli(tmp_path: Path):
+def test_every_stage_through_the_cli(tmp_path: Path):
     sets = ["--set", "train.progress=false"]
     assert run_cli("prepare", "--limit", "600", *sets, cwd=tmp_path).returncode == 0
-    trained = run_cli("train", "--epochs", "1", *sets, cwd=tmp_path)
+    tuned = run_cli("tune", "--trials", "0", cwd=tmp_path)
+    assert tuned.returncode == 0 and "no search" in tuned.stdout, tuned.stderr
+    trained = run_cli("train", "--epochs", "1", "--params", "artifacts/tune", *sets, cwd=tmp_path)
     assert trained.returncode == 0, trained.stderr
     assert "val_accuracy:" in trained.stdout and (tmp_path / "mlflow.db").is_file()
     evaluated = run_cli("evaluate", *sets, cwd=tmp_path)
     assert evaluated.returncode == 0, evaluated.stderr
     assert (tmp_path / "artifacts" / "evaluation" / "metrics.json").is_file()
+    explained = run_cli("explain", "--set", "explain.faithfulness_images=100", cwd=tmp_path)
+    assert explained.returncode == 0 and "random" in explained.stdout, explained.stderr
+    drifted = run_cli("drift", "--model", "artifacts/model", cwd=tmp_path)
+    assert drifted.returncode == 0 and "no drift" in drifted.stdout, drifted.stderr
+
+
+@pytest.mark.slow
+def test_tune_with_every_trial_failing(tmp_path: Path, mnist_slice: Path):
+    result = run_cli(
+        "tune",
+        *("--data", str(mnist_slice), "--trials", "1"),
+        *("--set", "tune.baseline=false", "--set", "tune.start_points=[{model.dropout: 1.5}]"),
+        cwd=tmp_path,
+    )
+    assert_one_line_error(result, "all 1 trials failed")
+    assert "model.dropout" in result.stderr and not (tmp_path / "artifacts" / "tune").exists()
+
+
+def test_train_with_a_file_that_is_not_best_params(tmp_path: Path, mnist_slice: Path):
+    (tmp_path / "params.json").write_text("[1, 2]")
+    result = run_cli("train", "--data", str(mnist_slice), "--params", "params.json", cwd=tmp_path)
+    assert_one_line_error(result, "not a best-parameters file")
+
+
+def test_explain_without_a_model(tmp_path: Path, mnist_slice: Path):
+    result = run_cli("explain", "--model", "missing", "--data", str(mnist_slice), cwd=tmp_path)
+    assert_one_line_error(result, "not a model directory")
+
+
+def _empty_folder(tmp: Path) -> Path:
+    (tmp / "empty").mkdir()
+    return tmp / "empty"
+
+
+def _text_files(tmp: Path) -> Path:
+    (tmp / "notes").mkdir()
+    (tmp / "notes" / "a.txt").write_text("not an image")
+    return tmp / "notes"
+
+
+def _fake_png(tmp: Path) -> Path:
+    (tmp / "fake").mkdir()
+    (tmp / "fake" / "digit.png").write_bytes(b"this is text, not a PNG")
+    return tmp / "fake"
+
+
+def _empty_log(tmp: Path) -> Path:
+    (tmp / "requests.jsonl").write_text("")
+    return tmp / "requests.jsonl"
+
+
+def _broken_log(tmp: Path) -> Path:
+    (tmp / "requests.jsonl").write_text('{"mean_intensity": 0.1,\n')
+    return tmp / "requests.jsonl"
+
+
+def _spreadsheet(tmp: Path) -> Path:
+    (tmp / "data.xlsx").write_bytes(b"PK")
+    return tmp / "data.xlsx"
+
+
+@pytest.mark.parametrize(
+    ("make_current", "message"),
+    [
+        (lambda tmp: tmp / "missing", "current data not found"),
+        (_empty_folder, "no image files"),
+        (_text_files, "no image files"),
+        (_fake_png, "digit.png: not a readable image"),
+        (_empty_log, "the request log is empty"),
+        (_broken_log, "not a request log"),
+        (_spreadsheet, "not current data"),
+    ],
+    ids=["missing", "empty-folder", "no-images", "fake-png", "empty-log", "broken-log", "xlsx"],
+)
+def test_drift_rejects_bad_current_data(tmp_path: Path, mnist_slice: Path, make_current, message):
+    current = make_current(tmp_path)
+    result = run_cli(
+        "drift", "--reference", str(mnist_slice), "--current", str(current), cwd=tmp_path
+    )
+    assert_one_line_error(result, message)
 
 
 def test_submit_to_unreachable_host(tmp_path: Path):

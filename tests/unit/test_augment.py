@@ -46,7 +46,7 @@ def test_dataset_carries_the_configured_augmentation(mnist_slice):
 
 
 def test_only_training_batches_are_augmented(mnist_slice):
-    dm = DigitDataModule(mnist_slice, batch_size=64, seed=0)
+    dm = DigitDataModule.from_dataset(load_dataset(mnist_slice), batch_size=64, seed=0)
     train_loader, val_loader = dm.train_dataloader(), dm.val_dataloader()
     assert train_loader.dataset.augmenter is not None  # type: ignore[attr-defined]
     assert val_loader.dataset.augmenter is None  # type: ignore[attr-defined]
@@ -57,7 +57,7 @@ def test_only_training_batches_are_augmented(mnist_slice):
 
     split = load_dataset(mnist_slice).split("train")
     indices = list(range(64))
-    augmented, _ = BatchedSplit(split, Augmenter(dm.dataset.augment_spec, seed=0))[indices]
+    augmented, _ = BatchedSplit(split, Augmenter(dm.augment_spec or {}, seed=0))[indices]
     plain, _ = BatchedSplit(split)[indices]
     changed = (augmented != plain).flatten(1).any(1).float().mean()
     assert changed > 0.5, "most training images are transformed (p=0.9)"

@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from digitops.config import Config, load_config
+from digitops.config import Config, apply_params, load_config
 from digitops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -59,3 +59,52 @@ def test_every_shipped_config_is_valid(path: Path):
 
 def test_default_config_file_documents_the_built_in_defaults():
     assert load_config(REPO / "configs" / "mnist.yaml") == Config()
+
+
+def test_search_space_keys_must_be_tunable():
+    with pytest.raises(ConfigError, match="'train.epochs' is not a tunable key"):
+        load_config(None, ["tune.space={train.epochs: {kind: int, low: 1, high: 9}}"])
+    with pytest.raises(ConfigError, match="'model.depth' is not a tunable key"):
+        load_config(None, ["tune.start_points=[{model.depth: 3}]"])
+
+
+@pytest.mark.parametrize(
+    ("dim", "message"),
+    [
+        ("{kind: uniform, low: 0.3, high: 0.1}", "needs 'low' < 'high'"),
+        ("{kind: loguniform, low: 0, high: 0.1}", "needs 'low' > 0"),
+        ("{kind: choice, values: []}", "non-empty 'values'"),
+        ("{kind: normal, low: 0, high: 1}", "tune.space.train.lr.kind"),
+    ],
+)
+def test_malformed_search_dimension_is_named(dim: str, message: str):
+    with pytest.raises(ConfigError, match=message):
+        load_config(None, [f"tune.space={{train.lr: {dim}}}"])
+
+
+def test_apply_params_validates_each_value():
+    config = apply_params(Config(), {"train.lr": 0.003, "model.width": 12})
+    assert (config.train.lr, config.model.width) == (0.003, 12)
+    with pytest.raises(ConfigError, match="'model.dropout'"):
+        apply_params(Config(), {"model.dropout": 1.5})
+    with pytest.raises(ConfigError, match="'train.seed' is not a tunable key"):
+        apply_params(Config(), {"train.seed": 1})
+
+
+def test_baseline_outside_a_choice_is_refused_before_ray_starts(tmp_path: Path):
+    from digitops.stages.tune import _check_baseline
+
+    config = load_config(None, ["model.width=10"])
+    with pytest.raises(ConfigError, match=r"model.width=10 is not among"):
+        _check_baseline(config)
+    _check_baseline(load_config(None, ["model.width=10", "tune.baseline=false"]))
+
+
+def test_best_params_file_errors_are_one_line(tmp_path: Path):
+    from digitops.stages.tune import load_best_params
+
+    with pytest.raises(ConfigError, match="run `digitops tune` first"):
+        load_best_params(tmp_path / "missing.json")
+    (tmp_path / "bad.json").write_text('{"something": 1}')
+    with pytest.raises(ConfigError, match="not a best-parameters file"):
+        load_best_params(tmp_path / "bad.json")

@@ -1,4 +1,4 @@
-"""The Lightning DataModule over a dataset directory.
+"""The Lightning DataModule over the splits of a dataset directory (or a subset of them).
 
 Batches are fetched whole (one `__getitem__` per batch of indices), augmented on the fly for the
 training split only, and scaled to [0, 1]; normalisation happens inside the model.
@@ -6,7 +6,7 @@ training split only, and scaled to [0, 1]; normalisation happens inside the mode
 
 from __future__ import annotations
 
-from pathlib import Path
+from typing import Any
 
 import lightning as L
 import numpy as np
@@ -14,7 +14,7 @@ import torch
 from torch.utils.data import BatchSampler, DataLoader, RandomSampler, SequentialSampler
 
 from digitops.data.augment import Augmenter
-from digitops.data.dataset import Dataset, Split, load_dataset
+from digitops.data.dataset import Dataset, Split
 
 
 class BatchedSplit(torch.utils.data.Dataset[tuple[torch.Tensor, torch.Tensor]]):
@@ -50,33 +50,57 @@ def batch_loader(
 
 
 class DigitDataModule(L.LightningDataModule):
-    """Train/val/test loaders of one dataset directory."""
+    """Train/val(/test) loaders over in-memory splits; only the training split is augmented."""
 
     def __init__(
         self,
-        data_dir: Path,
+        train: Split,
+        val: Split,
         batch_size: int,
         seed: int,
-        augment: bool = True,
-        dataset: Dataset | None = None,
+        augment_spec: dict[str, Any] | None = None,
+        test: Split | None = None,
     ) -> None:
         super().__init__()
-        self.dataset = dataset or load_dataset(data_dir)
+        self.splits: dict[str, Split | None] = {"train": train, "val": val, "test": test}
         self.batch_size = batch_size
         self.seed = seed
-        self.augment = augment
+        self.augment_spec = augment_spec
+
+    @classmethod
+    def from_dataset(
+        cls,
+        dataset: Dataset,
+        batch_size: int,
+        seed: int,
+        augment_spec: dict[str, Any] | None = None,
+    ) -> DigitDataModule:
+        """Loaders of a dataset directory, augmented as `augment.json` says unless overridden."""
+        return cls(
+            dataset.split("train"),
+            dataset.split("val"),
+            batch_size,
+            seed,
+            augment_spec if augment_spec is not None else dataset.augment_spec,
+            test=dataset.split("test"),
+        )
 
     def train_dataloader(self) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-        augmenter = Augmenter(self.dataset.augment_spec, self.seed) if self.augment else None
-        split = BatchedSplit(self.dataset.split("train"), augmenter)
+        augmenter = Augmenter(self.augment_spec, self.seed) if self.augment_spec else None
+        split = BatchedSplit(self._split("train"), augmenter)
         return batch_loader(split, self.batch_size, shuffle=True, seed=self.seed)
 
     def val_dataloader(self) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-        return batch_loader(
-            BatchedSplit(self.dataset.split("val")), self.batch_size * 4, shuffle=False
-        )
+        return self._eval_loader("val")
 
     def test_dataloader(self) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
-        return batch_loader(
-            BatchedSplit(self.dataset.split("test")), self.batch_size * 4, shuffle=False
-        )
+        return self._eval_loader("test")
+
+    def _eval_loader(self, name: str) -> DataLoader[tuple[torch.Tensor, torch.Tensor]]:
+        return batch_loader(BatchedSplit(self._split(name)), self.batch_size * 4, shuffle=False)
+
+    def _split(self, name: str) -> Split:
+        split = self.splits[name]
+        if split is None:
+            raise ValueError(f"this data module has no {name} split")
+        return split

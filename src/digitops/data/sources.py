@@ -131,27 +131,29 @@ def _read_csv(path: Path, label_column: str) -> Labelled:
 
 
 def _read_image_folder(root: Path) -> Labelled:
-    from PIL import Image, UnidentifiedImageError
-
     images, names = [], []
     for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
         for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() not in IMAGE_SUFFIXES:
-                continue
-            try:
-                with Image.open(file) as img:
-                    gray = img.convert("L")
-                    if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
-                        gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
-                    images.append(np.asarray(gray, dtype=np.uint8))
-            except (UnidentifiedImageError, OSError) as exc:
-                raise DataError(
-                    f"{file}: not a readable image ({exc.__class__.__name__})"
-                ) from None
-            names.append(class_dir.name)
+            if file.suffix.lower() in IMAGE_SUFFIXES:
+                images.append(read_image(file))
+                names.append(class_dir.name)
     if not images:
         raise DataError(f"{root}: no images found (expected {root}/<label>/*.png)")
     return Labelled(np.stack(images), np.array(names))
+
+
+def read_image(file: Path) -> np.ndarray:
+    """One image file as a 28×28 uint8 grayscale array (resized, otherwise as it is)."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        with Image.open(file) as img:
+            gray = img.convert("L")
+            if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
+                gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
+            return np.asarray(gray, dtype=np.uint8)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None
 
 
 def _class_names(names: np.ndarray, expected: list[str] | None, source: str) -> list[str]:

@@ -11,6 +11,7 @@ import torch
 from torch.nn import functional as F
 from torchmetrics.classification import MulticlassAccuracy
 
+from digitops.config import ModelConfig, TrainConfig
 from digitops.model.cnn import DigitCNN
 
 
@@ -33,6 +34,22 @@ class DigitClassifier(L.LightningModule):
         self.net = DigitCNN(num_classes, width, dropout, mean, std)
         self.train_acc = MulticlassAccuracy(num_classes, average="micro")
         self.val_acc = MulticlassAccuracy(num_classes, average="micro")
+
+    @classmethod
+    def from_config(
+        cls, model: ModelConfig, train: TrainConfig, num_classes: int, stats: dict[str, float]
+    ) -> DigitClassifier:
+        """The module a config describes, normalising with the dataset's `stats`."""
+        return cls(
+            num_classes=num_classes,
+            width=model.width,
+            dropout=model.dropout,
+            lr=train.lr,
+            weight_decay=train.weight_decay,
+            label_smoothing=train.label_smoothing,
+            mean=stats["mean"],
+            std=stats["std"],
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.net(x)

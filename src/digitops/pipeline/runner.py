@@ -35,7 +35,7 @@ def compile_all(pipelines_dir: Path, components_dir: Path) -> list[Path]:
     components_dir.mkdir(parents=True, exist_ok=True)
     written = [pipelines_dir / PIPELINE_FILE]
     compiler.Compiler().compile(dag.digits_pipeline, str(written[0]))
-    for name in ("prepare", "train", "evaluate"):
+    for name in components.STAGES:
         path = components_dir / f"{name}.yaml"
         compiler.Compiler().compile(getattr(components, name), str(path))
         written.append(path)
@@ -116,7 +116,7 @@ def _failure_line(message: str, error: str | None) -> str:
 def summarize(run_dir: Path) -> list[TaskSummary]:
     """Read each task's `executor_output.json` in a local run directory."""
     tasks = []
-    for output_file in sorted(run_dir.glob("*/executor_output.json")):
+    for output_file in sorted(run_dir.glob("**/executor_output.json")):  # conditions nest tasks
         executor_output = json.loads(output_file.read_text())
         summary = TaskSummary(
             output_file.parent.name, outputs=dict(executor_output.get("parameterValues", {}))

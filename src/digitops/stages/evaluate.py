@@ -149,21 +149,11 @@ def classification_metrics(
 
 
 def _track(config: Config, run_id: str, result: EvaluateResult) -> None:
-    import mlflow
-    from mlflow.exceptions import MlflowException
+    from digitops.tracking import add_to_run
 
-    from digitops.tracking import start_run
-
-    try:
-        with start_run(config.tracking, run_name="evaluate", run_id=run_id):
-            mlflow.log_metrics(
-                {
-                    "test_accuracy": result.accuracy,
-                    "test_macro_f1": result.macro_f1,
-                    "test_misclassified": result.misclassified,
-                }
-            )
-            mlflow.log_artifacts(str(result.report_dir), artifact_path="evaluation")
-    except MlflowException as exc:
-        # The model may come from another tracking store; the report on disk is still complete.
-        log.warning("could not add the evaluation to MLflow run %s: %s", run_id, exc.message)
+    metrics = {
+        "test_accuracy": result.accuracy,
+        "test_macro_f1": result.macro_f1,
+        "test_misclassified": result.misclassified,
+    }
+    add_to_run(config.tracking, run_id, "evaluation", metrics, result.report_dir)

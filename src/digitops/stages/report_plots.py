@@ -2,26 +2,17 @@
 
 from __future__ import annotations
 
-import base64
-import html
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-
-def _pyplot():
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
-
-    return plt
+from digitops.reports import figure_html, html_page, pyplot, table_html
 
 
 def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path) -> None:
     """Counts per (true, predicted) class, log-coloured so rare confusions stay visible."""
-    plt = _pyplot()
+    plt = pyplot()
     from matplotlib.colors import LogNorm
 
     k = len(class_names)
@@ -60,7 +51,7 @@ def plot_misclassified(
     path: Path,
 ) -> None:
     """A grid of the first `limit` misclassified test digits, titled 'true → predicted'."""
-    plt = _pyplot()
+    plt = pyplot()
     wrong = np.flatnonzero(predicted != labels)[:limit]
     cols = 8
     rows = max(1, int(np.ceil(len(wrong) / cols)))
@@ -86,25 +77,15 @@ def plot_misclassified(
 
 def evaluation_html(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
     """A self-contained HTML report (figures inlined) for the KFP UI and MLflow."""
-    rows = "".join(
-        f"<tr><td>{html.escape(name)}</td><td>{v['precision']:.4f}</td><td>{v['recall']:.4f}</td>"
-        f"<td>{v['f1']:.4f}</td><td>{v['support']}</td></tr>"
+    rows = [
+        [name, f"{v['precision']:.4f}", f"{v['recall']:.4f}", f"{v['f1']:.4f}", v["support"]]
         for name, v in metrics["per_class"].items()
-    )
-    images = "".join(
-        f"<figure><img alt='{html.escape(title)}' src='data:image/png;base64,"
-        f"{base64.b64encode(path.read_bytes()).decode()}'><figcaption>{html.escape(title)}"
-        f"</figcaption></figure>"
-        for title, path in figures.items()
-    )
-    return (
-        "<!doctype html><html><head><meta charset='utf-8'><title>digitops evaluation</title>"
-        "<style>body{font-family:sans-serif;margin:1.5em}table{border-collapse:collapse}"
-        "td,th{border:1px solid #ccc;padding:2px 8px;text-align:right}"
-        "figure{display:inline-block;margin:0 1em 1em 0}img{max-width:640px}</style></head><body>"
+    ]
+    body = (
         f"<h1>Test accuracy {metrics['accuracy']:.2%}</h1>"
         f"<p>{metrics['misclassified']} of {metrics['test_images']} test images misclassified; "
-        f"macro F1 {metrics['macro']['f1']:.4f}.</p>{images}"
-        "<table><tr><th>class</th><th>precision</th><th>recall</th><th>F1</th><th>support</th>"
-        f"</tr>{rows}</table></body></html>"
+        f"macro F1 {metrics['macro']['f1']:.4f}.</p>"
+        + "".join(figure_html(title, path) for title, path in figures.items())
+        + table_html(["class", "precision", "recall", "F1", "support"], rows)
     )
+    return html_page("digitops evaluation", body)

@@ -16,7 +16,8 @@ from pathlib import Path
 from typing import Any
 
 from digitops import __version__
-from digitops.config import Config
+from digitops.config import Config, apply_params
+from digitops.data.augment import build_augmentation
 from digitops.data.dataset import Dataset, load_dataset
 from digitops.fileio import atomic_dir, write_json
 
@@ -38,11 +39,23 @@ class TrainResult:
     mlflow_run_id: str | None
 
 
-def run(config: Config, data_dir: Path, out_dir: Path) -> TrainResult:
-    """Train on `data_dir`, write the model directory `out_dir`, track the run in MLflow."""
+def run(
+    config: Config, data_dir: Path, out_dir: Path, params: dict[str, Any] | None = None
+) -> TrainResult:
+    """Train on `data_dir`, write the model directory `out_dir`, track the run in MLflow.
+
+    `params` (e.g. the `tune` stage's best parameters) override the config's values; when they
+    change the augmentation, it replaces the one the dataset directory was prepared with.
+    """
     dataset = load_dataset(data_dir)
+    config = apply_params(config, params or {})
+    augment_spec = (
+        build_augmentation(config.augment)
+        if any(key.startswith("augment.") for key in params or {})
+        else dataset.augment_spec
+    )
     if not config.tracking.enabled:
-        return _train(config, dataset, out_dir, run_id=None)
+        return _train(config, dataset, augment_spec, out_dir, run_id=None)
 
     import mlflow
 
@@ -55,7 +68,9 @@ def run(config: Config, data_dir: Path, out_dir: Path) -> TrainResult:
         )
         mlflow.log_params(_flat_params(config))
         mlflow.log_input(_mlflow_dataset(dataset), context="training")
-        result = _train(config, dataset, out_dir, run_id=run_id)
+        if params:
+            mlflow.set_tag("tuned_params", ", ".join(f"{k}={v}" for k, v in params.items()))
+        result = _train(config, dataset, augment_spec, out_dir, run_id=run_id)
         mlflow.log_metrics(
             {
                 "best_val_acc": result.val_accuracy,
@@ -67,7 +82,13 @@ def run(config: Config, data_dir: Path, out_dir: Path) -> TrainResult:
     return result
 
 
-def _train(config: Config, dataset: Dataset, out_dir: Path, run_id: str | None) -> TrainResult:
+def _train(
+    config: Config,
+    dataset: Dataset,
+    augment_spec: dict[str, Any],
+    out_dir: Path,
+    run_id: str | None,
+) -> TrainResult:
     import lightning as L
     import torch
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
@@ -81,17 +102,8 @@ def _train(config: Config, dataset: Dataset, out_dir: Path, run_id: str | None) 
     L.seed_everything(cfg.seed, workers=True, verbose=False)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    data = DigitDataModule(dataset.root, cfg.batch_size, cfg.seed, dataset=dataset)
-    module = DigitClassifier(
-        num_classes=len(dataset.class_names),
-        width=config.model.width,
-        dropout=config.model.dropout,
-        lr=cfg.lr,
-        weight_decay=cfg.weight_decay,
-        label_smoothing=cfg.label_smoothing,
-        mean=dataset.stats["mean"],
-        std=dataset.stats["std"],
-    )
+    data = DigitDataModule.from_dataset(dataset, cfg.batch_size, cfg.seed, augment_spec)
+    module = DigitClassifier.from_config(config.model, cfg, len(dataset.class_names), dataset.stats)
     with atomic_dir(out_dir, marker=MODEL_CARD) as tmp:
         checkpoint = ModelCheckpoint(
             dirpath=tmp / "checkpoints",
@@ -126,7 +138,8 @@ def _train(config: Config, dataset: Dataset, out_dir: Path, run_id: str | None) 
             time.perf_counter() - started,
             run_id,
         )
-        write_json(tmp / MODEL_CARD, _model_card(config, dataset, result, parity))
+        card = _model_card(config, dataset, result, parity)
+        write_json(tmp / MODEL_CARD, card | {"augmentation": augment_spec})
     return result
 
 

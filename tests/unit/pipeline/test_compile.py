@@ -40,9 +40,20 @@ def test_compiled_yaml_loads_back(path: Path):
 def test_pipeline_wires_stages_with_resources_retries_and_caching():
     spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
-    assert set(tasks) == {"prepare", "train", "evaluate"}
-    assert tasks["train"]["dependentTasks"] == ["prepare"]
+    gate = tasks.pop("condition-1")
+    assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift"}
+    assert tasks["tune"]["dependentTasks"] == ["prepare"]
+    assert sorted(tasks["train"]["dependentTasks"]) == ["prepare", "tune"]
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["prepare", "train"]
+    assert sorted(tasks["explain"]["dependentTasks"]) == ["evaluate", "prepare", "train"]
+    assert sorted(tasks["drift"]["dependentTasks"]) == ["prepare", "train"]
+
+    # register runs only when evaluate's accuracy check passed (dsl.If), after drift.
+    assert gate["taskInfo"]["name"] == "accuracy-gate"
+    assert "evaluate-Output" in gate["triggerPolicy"]["condition"]
+    register = spec["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
+    assert register["retryPolicy"]["maxRetryCount"] == 1
+    assert sorted(gate["dependentTasks"]) == ["drift", "evaluate", "train"]
     for task in tasks.values():
         assert task["cachingOptions"] == {"enableCache": True}
         assert task["retryPolicy"]["maxRetryCount"] == 1
@@ -61,9 +72,12 @@ def test_pipeline_parameters():
     assert {
         "source",
         "limit",
+        "tune_trials",
         "epochs",
         "seed",
         "accuracy_threshold",
+        "current_data",
         "mlflow_tracking_uri",
     } <= set(params)
     assert params["accuracy_threshold"]["defaultValue"] == 0.995
+    assert params["tune_trials"]["defaultValue"] == 16

@@ -1,0 +1,88 @@
+"""Screenshot the MLflow UI's page of a registered model with Debian's chromium (Playwright).
+
+Starts `mlflow server` on a free 127.0.0.1 port over the given store, opens the model's page in
+headless chromium, waits until its versions and aliases are drawn, saves a PNG, and stops the
+server. Used for the README's registry screenshot:
+
+    .venv/bin/python scripts/mlflow_ui_screenshot.py --store sqlite:///mlflow.db \\
+        --out docs/images/mlflow-registry.png
+"""
+
+from __future__ import annotations
+
+import argparse
+import socket
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+CHROMIUM = "/usr/bin/chromium"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--store", default="sqlite:///mlflow.db", help="backend store URI")
+    parser.add_argument("--model", default="digit-classifier", help="registered model name")
+    parser.add_argument("--out", type=Path, default=Path("docs/images/mlflow-registry.png"))
+    args = parser.parse_args()
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    url = f"http://127.0.0.1:{port}"
+    artifacts = tempfile.mkdtemp(prefix="mlflow-ui-")
+    server = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            *("--host", "127.0.0.1", "--port", str(port), "--workers", "1"),
+            *("--backend-store-uri", args.store, "--artifacts-destination", artifacts),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=subprocess.DEVNULL,
+    )
+    try:
+        _wait(f"{url}/health")
+        _screenshot(f"{url}/#/models/{args.model}", args.out)
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+    print(f"wrote {args.out}")
+
+
+def _wait(health: str, seconds: float = 90) -> None:
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(health, timeout=2):
+                return
+        except OSError:
+            time.sleep(0.5)
+    raise SystemExit(f"mlflow server did not answer at {health}")
+
+
+def _screenshot(page_url: str, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1500, "height": 1250})
+        page.goto(page_url)
+        page.get_by_text("Version 1", exact=False).first.wait_for(timeout=60_000)
+        close_assistant = page.locator("button[aria-label='Close']")
+        if close_assistant.count():  # the side panel of MLflow 3's assistant hides the table
+            close_assistant.first.click()
+        page.get_by_text("Versions", exact=True).first.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)  # let the alias chips and tags settle
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out), full_page=True)
+        browser.close()
+
+
+if __name__ == "__main__":
+    main()

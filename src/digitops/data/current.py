@@ -1,0 +1,83 @@
+"""The data that drift detection compares with the training data ("current" data).
+
+Three kinds: a dataset directory (its test split), a folder of image files (any depth, read
+as they are: resized to 28×28 grayscale, never inverted or centred, so such changes show), and
+the prediction service's request log (JSON lines holding each request's descriptors).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pandas as pd
+
+from digitops.data.dataset import MANIFEST, load_dataset
+from digitops.data.descriptors import COLUMNS
+from digitops.data.sources import IMAGE_SUFFIXES, read_image
+from digitops.errors import DataError
+
+REQUEST_LOG_SUFFIXES = {".jsonl", ".ndjson"}
+
+
+@dataclass(frozen=True)
+class Current:
+    """Images to describe, or a table already described (the request log), and where from."""
+
+    source: str
+    kind: str
+    images: np.ndarray | None = None
+    table: pd.DataFrame | None = None
+
+    def __len__(self) -> int:
+        if self.images is not None:
+            return len(self.images)
+        return 0 if self.table is None else len(self.table)
+
+
+def load_current(source: str | Path) -> Current:
+    """Read `source`; every way it can be empty, unreadable or not images is a `DataError`."""
+    path = Path(source)
+    if not path.exists():
+        raise DataError(f"{path}: current data not found")
+    if path.is_dir() and (path / MANIFEST).is_file():
+        images = load_dataset(path).split("test").images
+        return _checked(Current(str(path), "dataset test split", images=images))
+    if path.is_dir():
+        return _checked(Current(str(path), "image folder", images=_read_folder(path)))
+    if path.suffix.lower() in REQUEST_LOG_SUFFIXES:
+        return _checked(Current(str(path), "request log", table=_read_log(path)))
+    if path.suffix.lower() in IMAGE_SUFFIXES:
+        return Current(str(path), "image file", images=read_image(path)[None])
+    raise DataError(
+        f"{path}: not current data: expected a dataset directory, a folder of images or a "
+        f"request log ({', '.join(sorted(REQUEST_LOG_SUFFIXES))})"
+    )
+
+
+def _read_folder(root: Path) -> np.ndarray:
+    try:
+        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+    except OSError as exc:
+        raise DataError(f"{root}: cannot be read ({exc.strerror})") from None
+    if not files:
+        raise DataError(f"{root}: no image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+    return np.stack([read_image(file) for file in files])
+
+
+def _read_log(path: Path) -> pd.DataFrame:
+    try:
+        table = pd.read_json(path, lines=True)
+    except (ValueError, OSError) as exc:
+        raise DataError(f"{path}: not a request log (JSON lines): {exc}") from None
+    missing = [column for column in COLUMNS if column not in table]
+    if not table.empty and missing:
+        raise DataError(f"{path}: request log entries lack {', '.join(missing)}")
+    return table
+
+
+def _checked(current: Current) -> Current:
+    if len(current) == 0:
+        raise DataError(f"{current.source}: the {current.kind} is empty; nothing to compare")
+    return current

@@ -1,0 +1,382 @@
+"""Stage `tune`: Ray Tune searches the training hyper-parameters; `train` then uses the best.
+
+Optuna's TPE proposes each trial (the configured values first, as the baseline), ASHA stops
+weak trials after each epoch, and every trial is a Lightning run on a subset of the training
+split, tracked as an MLflow child run. Ray runs in-process unless `RAY_ADDRESS` names a cluster.
+Outputs: `best_params.json` (what `train --params` reads), the trial table (`trials.csv`,
+`trials.md`), validation curves (`val_accuracy.png`) and `report.html`.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from digitops import __version__
+from digitops.config import Config, SearchDim, apply_params, current_params
+from digitops.data.dataset import Dataset, Split, load_dataset
+from digitops.errors import ConfigError, DigitopsError
+from digitops.fileio import atomic_dir, write_json
+from digitops.stages import tune_report
+
+log = logging.getLogger(__name__)
+
+BEST = "best_params.json"
+METRIC = "val_acc"
+
+
+class TuneError(DigitopsError):
+    """The search produced no usable trial."""
+
+
+@dataclass(frozen=True)
+class TuneResult:
+    """The numbers `tune` reports."""
+
+    out_dir: Path
+    searched: bool
+    best_params: dict[str, Any]
+    best_val_accuracy: float | None
+    baseline_val_accuracy: float | None
+    trials: int
+    failed: int
+    seconds: float
+    mlflow_run_id: str | None
+
+
+def run(config: Config, data_dir: Path, out_dir: Path) -> TuneResult:
+    """Search on `data_dir` and write the results to `out_dir` (0 trials: record the defaults)."""
+    started = time.perf_counter()
+    dataset = load_dataset(data_dir)
+    if config.tune.trials == 0:
+        return _skip(config, out_dir, started)
+    _check_baseline(config)
+    if not config.tracking.enabled:
+        return _search(config, dataset, out_dir, started, parent_run_id=None)
+
+    import mlflow
+
+    from digitops.tracking import start_run
+
+    with start_run(config.tracking, run_name="tune") as active:
+        mlflow.set_tags(
+            {"stage": "tune", "dataset_version": dataset.version, "digitops_version": __version__}
+        )
+        mlflow.log_params(_budget(config) | {"space": ", ".join(config.tune.space)})
+        result = _search(config, dataset, out_dir, started, parent_run_id=active.info.run_id)
+        mlflow.log_params({f"best.{key}": value for key, value in result.best_params.items()})
+        mlflow.log_metrics(
+            {
+                "best_val_acc": result.best_val_accuracy or 0.0,
+                "trials": result.trials,
+                "failed_trials": result.failed,
+                "tune_seconds": result.seconds,
+            }
+            | (
+                {"baseline_val_acc": result.baseline_val_accuracy}
+                if result.baseline_val_accuracy is not None
+                else {}
+            )
+        )
+        mlflow.log_artifacts(str(out_dir), artifact_path="tune")
+    return result
+
+
+def train_trial(
+    params: dict[str, Any], base: dict[str, Any], data: dict[str, Split], stats: dict[str, Any]
+) -> None:
+    """One trial (runs in a Ray worker): a Lightning run that reports val accuracy per epoch."""
+    import lightning as L
+    import torch
+    from ray.tune.integration.pytorch_lightning import TuneReportCheckpointCallback
+
+    from digitops.data.augment import build_augmentation
+    from digitops.data.datamodule import DigitDataModule
+    from digitops.model.module import DigitClassifier
+
+    config = apply_params(Config.model_validate(base), params)
+    torch.set_num_threads(config.tune.cpus_per_trial)
+    L.seed_everything(config.train.seed, verbose=False)
+    module = DigitClassifier.from_config(config.model, config.train, int(stats["classes"]), stats)
+    datamodule = DigitDataModule(
+        data["train"],
+        data["val"],
+        config.train.batch_size,
+        config.train.seed,
+        build_augmentation(config.augment),
+    )
+    report = TuneReportCheckpointCallback(
+        {METRIC: "val_acc", "val_loss": "val_loss"}, save_checkpoints=False
+    )
+    trainer = L.Trainer(
+        max_epochs=config.tune.epochs,
+        accelerator="cpu",
+        devices=1,
+        logger=False,
+        callbacks=[report],
+        enable_checkpointing=False,
+        enable_progress_bar=False,
+        enable_model_summary=False,
+        num_sanity_val_steps=0,
+    )
+    trainer.fit(module, datamodule=datamodule)
+
+
+def _search(
+    config: Config, dataset: Dataset, out_dir: Path, started: float, parent_run_id: str | None
+) -> TuneResult:
+    import ray
+    from ray import tune
+
+    cfg = config.tune
+    address = cfg.ray_address or os.environ.get("RAY_ADDRESS")
+    _start_ray(address)
+    try:
+        with tempfile.TemporaryDirectory(prefix="digitops-tune-") as storage:
+            trainable = tune.with_resources(
+                tune.with_parameters(
+                    train_trial,
+                    base=config.model_dump(),
+                    data=_trial_data(config, dataset),
+                    stats=dataset.stats | {"classes": len(dataset.class_names)},
+                ),
+                {"cpu": cfg.cpus_per_trial},
+            )
+            tuner = tune.Tuner(
+                trainable,
+                param_space={key: _domain(dim) for key, dim in cfg.space.items()},
+                tune_config=tune.TuneConfig(
+                    metric=METRIC,
+                    mode="max",
+                    search_alg=_searcher(config),
+                    scheduler=_scheduler(config),
+                    num_samples=cfg.trials,
+                    time_budget_s=cfg.time_budget_s,
+                ),
+                run_config=tune.RunConfig(
+                    name="digitops-tune",
+                    storage_path=storage,
+                    callbacks=_callbacks(config, parent_run_id),
+                    failure_config=tune.FailureConfig(max_failures=0),
+                    verbose=0,
+                ),
+            )
+            trials = tune_report.trial_table(tuner.fit(), cfg.epochs, _baseline(config))
+    finally:
+        ray.shutdown()
+    return _write(config, trials, out_dir, started, parent_run_id)
+
+
+def _start_ray(address: str | None) -> None:
+    # Ray's newer console output prints a banner whatever the verbosity; the classic one is quiet.
+    os.environ.setdefault("RAY_AIR_NEW_OUTPUT", "0")
+    import ray
+
+    _quiet_search_libraries()
+    try:
+        if address:
+            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=os.cpu_count(),
+                include_dashboard=False,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+            )
+    except (ConnectionError, RuntimeError, ValueError) as exc:
+        raise TuneError(f"cannot start Ray at {address or 'this machine'}: {exc}") from None
+
+
+def _quiet_search_libraries() -> None:
+    """This stage reports every failed trial itself, in one line; Ray would add a traceback."""
+    import warnings
+
+    import optuna
+
+    logging.getLogger("ray.tune").setLevel(logging.CRITICAL)
+    optuna.logging.set_verbosity(optuna.logging.WARNING)
+    # A start point outside the search range is allowed (and fails in its trial if invalid).
+    warnings.filterwarnings("ignore", message=r"Fixed parameter .* is out of range")
+
+
+def _trial_data(config: Config, dataset: Dataset) -> dict[str, Split]:
+    """The training subset every trial sees (the same images, so trials compare fairly)."""
+    train, limit = dataset.split("train"), config.tune.train_images
+    if limit is not None and limit < len(train.labels):
+        pick = np.random.default_rng(config.tune.seed).choice(len(train.labels), limit, False)
+        train = Split(images=train.images[pick], labels=train.labels[pick])
+    return {"train": train, "val": dataset.split("val")}
+
+
+def _domain(dim: SearchDim) -> Any:
+    from ray import tune
+
+    if dim.kind == "choice":
+        return tune.choice(list(dim.values or []))
+    low, high = float(dim.low or 0), float(dim.high or 0)
+    if dim.kind == "loguniform":
+        return tune.loguniform(low, high)
+    if dim.kind == "int":
+        return tune.randint(int(low), int(high) + 1)
+    return tune.uniform(low, high)
+
+
+def _baseline(config: Config) -> dict[str, Any] | None:
+    """The configured values of the searched keys, if they are to be evaluated as a trial."""
+    return current_params(config, list(config.tune.space)) if config.tune.baseline else None
+
+
+def _searcher(config: Config) -> Any:
+    from ray.tune.search.optuna import OptunaSearch
+
+    configured = current_params(config, list(config.tune.space))
+    points = [configured] if config.tune.baseline else []
+    points += [configured | point for point in config.tune.start_points]
+    return OptunaSearch(points_to_evaluate=points or None, seed=config.tune.seed)
+
+
+def _scheduler(config: Config) -> Any:
+    from ray.tune.schedulers import ASHAScheduler
+
+    cfg = config.tune
+    return ASHAScheduler(
+        time_attr="training_iteration",
+        max_t=cfg.epochs,
+        grace_period=min(cfg.grace_epochs, cfg.epochs),
+        reduction_factor=cfg.reduction_factor,
+    )
+
+
+def _callbacks(config: Config, parent_run_id: str | None) -> list[Any]:
+    if parent_run_id is None:
+        return []
+    from ray.air.integrations.mlflow import MLflowLoggerCallback
+
+    from digitops.tracking import tracking_uri
+
+    return [
+        MLflowLoggerCallback(
+            tracking_uri=tracking_uri(config.tracking),
+            experiment_name=config.tracking.experiment,
+            tags={"mlflow.parentRunId": parent_run_id, "stage": "tune-trial"},
+        )
+    ]
+
+
+def _check_baseline(config: Config) -> None:
+    """Optuna can only enqueue the baseline if each configured choice is among the values."""
+    if not config.tune.baseline:
+        return
+    for key, dim in config.tune.space.items():
+        value = current_params(config, [key])[key]
+        if dim.kind == "choice" and value not in (dim.values or []):
+            raise ConfigError(
+                f"tune.baseline: the configured {key}={value} is not among "
+                f"tune.space.{key}.values {dim.values}; add it or set tune.baseline=false"
+            )
+
+
+def _budget(config: Config) -> dict[str, Any]:
+    cfg = config.tune
+    return {
+        "trials": cfg.trials,
+        "time_budget_s": cfg.time_budget_s,
+        "epochs_per_trial": cfg.epochs,
+        "train_images": cfg.train_images,
+        "cpus_per_trial": cfg.cpus_per_trial,
+    }
+
+
+def _write(
+    config: Config,
+    trials: tune_report.Trials,
+    out_dir: Path,
+    started: float,
+    parent_run_id: str | None,
+) -> TuneResult:
+    table = trials.table
+    ok = table[table["status"] != "failed"]
+    if ok.empty:
+        errors = "; ".join(f"{row.trial}: {row.error}" for row in table.itertuples())
+        raise TuneError(f"all {len(table)} trials failed — {errors}")
+    best = ok.loc[ok["val_acc"].idxmax()]
+    keys = list(config.tune.space)
+    baseline = table[table["baseline"]]
+    baseline_acc = (
+        float(baseline["val_acc"].iloc[0])
+        if not baseline.empty and baseline["status"].iloc[0] != "failed"
+        else None
+    )
+    result = TuneResult(
+        out_dir,
+        searched=True,
+        best_params={key: _plain(best[key]) for key in keys},
+        best_val_accuracy=float(best["val_acc"]),
+        baseline_val_accuracy=baseline_acc,
+        trials=len(table),
+        failed=int((table["status"] == "failed").sum()),
+        seconds=time.perf_counter() - started,
+        mlflow_run_id=parent_run_id,
+    )
+    for row in table[table["status"] == "failed"].itertuples():
+        log.warning("trial %s failed: %s", row.trial, row.error)
+    with atomic_dir(out_dir, marker=BEST) as tmp:
+        tune_report.write(trials, keys, tmp, best_trial=str(best["trial"]))
+        write_json(tmp / BEST, _best_json(config, result, str(best["trial"]), int(best["epochs"])))
+    return result
+
+
+def _skip(config: Config, out_dir: Path, started: float) -> TuneResult:
+    result = TuneResult(
+        out_dir, False, {}, None, None, 0, 0, time.perf_counter() - started, mlflow_run_id=None
+    )
+    with atomic_dir(out_dir, marker=BEST) as tmp:
+        write_json(tmp / BEST, _best_json(config, result, None, None))
+        tune_report.write_skipped(tmp)
+    return result
+
+
+def _best_json(
+    config: Config, result: TuneResult, trial: str | None, epochs: int | None
+) -> dict[str, Any]:
+    return {
+        "searched": result.searched,
+        "params": result.best_params,
+        "val_accuracy": result.best_val_accuracy,
+        "trial": trial,
+        "epochs": epochs,
+        "baseline_val_accuracy": result.baseline_val_accuracy,
+        "trials": result.trials,
+        "failed_trials": result.failed,
+        "budget": _budget(config),
+        "seconds": round(result.seconds, 1),
+        "mlflow_run_id": result.mlflow_run_id,
+    }
+
+
+def _plain(value: Any) -> Any:
+    """numpy scalars (from the trial table) as JSON-friendly Python values."""
+    return value.item() if isinstance(value, np.generic) else value
+
+
+def load_best_params(path: Path) -> dict[str, Any]:
+    """The `params` of a `best_params.json` (a file, or a tune output directory holding one)."""
+    import json
+
+    file = path / BEST if path.is_dir() else path
+    try:
+        params = json.loads(file.read_text())["params"]
+    except FileNotFoundError:
+        raise ConfigError(f"{file}: not found; run `digitops tune` first") from None
+    except (json.JSONDecodeError, KeyError, TypeError):
+        raise ConfigError(f"{file}: not a best-parameters file from `digitops tune`") from None
+    if not isinstance(params, dict):
+        raise ConfigError(f"{file}: 'params' must be a mapping of section.key to value")
+    return params

@@ -1,0 +1,159 @@
+"""register → gate → promote → rollback against a real `mlflow server` on localhost, over HTTP."""
+
+import json
+import os
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from pathlib import Path
+
+import pytest
+from mlflow import MlflowClient
+
+from digitops.stages import evaluate, prepare, train
+
+from ..conftest import make_config
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+MODEL = "digit-classifier"
+DIGITOPS = [sys.executable, "-m", "digitops.cli"]
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return int(sock.getsockname()[1])
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory):
+    """`mlflow server` with a SQLite store and a local artifact store, stopped after the tests."""
+    root = tmp_path_factory.mktemp("mlflow-server")
+    port = free_port()
+    process = subprocess.Popen(
+        [
+            str(Path(sys.executable).with_name("mlflow")),
+            "server",
+            *("--host", "127.0.0.1", "--port", str(port)),
+            *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+            *("--artifacts-destination", str(root / "artifacts")),
+            *("--workers", "1"),
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=open(root / "server.log", "w"),  # noqa: SIM115 (closed with the process)
+    )
+    url = f"http://127.0.0.1:{port}"
+    deadline = time.monotonic() + 90
+    while True:
+        try:
+            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
+                if response.status == 200:
+                    break
+        except OSError:
+            if process.poll() is not None or time.monotonic() > deadline:
+                process.kill()
+                pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text())
+            time.sleep(0.5)
+    yield url
+    process.terminate()
+    process.wait(timeout=30)
+
+
+@pytest.fixture(scope="module")
+def models(tmp_path_factory: pytest.TempPathFactory, trained, mnist_slice: Path):
+    """A good model and a deliberately bad one (one epoch of two batches), both evaluated on the
+    same test split."""
+    work = tmp_path_factory.mktemp("models")
+    tiny = work / "tiny-dataset"
+    prepare.run(make_config(work, "prepare.limit=256"), tiny)
+    bad = train.run(make_config(work, "train.epochs=1", "train.batch_size=128"), tiny, work / "bad")
+    evaluations = {}
+    for name, model_dir in {"good": trained.model_dir, "bad": bad.model_dir}.items():
+        out = work / f"evaluation-{name}"
+        evaluate.run(make_config(work, "tracking.enabled=false"), model_dir, mnist_slice, out)
+        evaluations[name] = (model_dir, out)
+    return evaluations
+
+
+def cli(server: str, cwd: Path, *args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "MLFLOW_TRACKING_URI": server}
+    return subprocess.run(
+        [*DIGITOPS, *args], cwd=cwd, env=env, capture_output=True, text=True, timeout=300
+    )
+
+
+def register(server: str, cwd: Path, model: tuple[Path, Path], *extra: str):
+    model_dir, evaluation = model
+    return cli(
+        server,
+        cwd,
+        *("register", "--model", str(model_dir), "--evaluation", str(evaluation)),
+        *("--set", "registry.accuracy_threshold=0.8", *extra),
+    )
+
+
+def test_register_gate_promote_rollback_over_http(server: str, models, tmp_path: Path):
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+
+    first = register(server, tmp_path, models["good"])
+    assert first.returncode == 0, first.stderr
+    assert "gate: passed" in first.stdout and "promote --version 1" in first.stdout
+    version = client.get_model_version(MODEL, "1")
+    assert version.aliases == ["candidate"]
+    assert version.tags["gate"] == "passed"
+    assert {"dataset_version", "test_accuracy", "source_commit", "mlflow_run_id"} <= set(
+        version.tags
+    )
+    assert len(version.tags["source_commit"]) == 40
+
+    promoted = cli(server, tmp_path, "promote", "--version", "1")
+    assert promoted.returncode == 0, promoted.stderr
+    assert client.get_model_version_by_alias(MODEL, "production").version == "1"
+
+    # The bad model fails the gate, gets no alias, and cannot be promoted by hand either.
+    worse = register(server, tmp_path, models["bad"])
+    assert worse.returncode == 0, worse.stderr
+    bad_version = client.get_model_version(MODEL, "2")
+    assert bad_version.aliases == [] and bad_version.tags["gate"] == "failed"
+    assert "< threshold" in bad_version.tags["gate_reasons"]
+    assert "regresses from production version 1" in bad_version.tags["gate_reasons"]
+    refused = cli(server, tmp_path, "promote", "--version", "2")
+    assert refused.returncode == 2 and "did not pass the gate" in refused.stderr
+    assert client.get_model_version_by_alias(MODEL, "production").version == "1"
+
+    # With the threshold out of the way, the regression rule alone still stops it.
+    again = register(server, tmp_path, models["bad"], "--set", "registry.accuracy_threshold=0")
+    assert "regresses from production" in again.stdout
+    assert client.get_model_version(MODEL, "3").aliases == []
+
+    # A good model with auto approval goes straight to production; rollback returns to 1.
+    auto = register(server, tmp_path, models["good"], "--approval", "auto")
+    assert auto.returncode == 0, auto.stderr
+    assert client.get_model_version_by_alias(MODEL, "production").version == "4"
+    rolled = cli(server, tmp_path, "rollback")
+    assert rolled.returncode == 0 and "from version 4 to 1" in rolled.stdout
+    assert client.get_model_version_by_alias(MODEL, "production").version == "1"
+    assert client.get_model_version_by_alias(MODEL, "candidate").version == "4"
+
+    history = json.loads(client.get_registered_model(MODEL).tags["production_history"])
+    assert [(h["version"], h["action"]) for h in history] == [
+        (1, "promote"),
+        (4, "auto-approved"),
+        (1, "rollback"),
+    ]
+    nothing_left = cli(server, tmp_path, "rollback")
+    assert nothing_left.returncode == 2 and "nothing to roll back to" in nothing_left.stderr
+
+
+def test_registered_model_loads_back_as_onnx(server: str, models):
+    import mlflow.onnx
+
+    mlflow.set_tracking_uri(server)
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    if not client.search_model_versions(f"name='{MODEL}'"):
+        pytest.skip("runs after the registry test, which registers the versions")
+    model = mlflow.onnx.load_model(f"models:/{MODEL}/1")
+    assert [i.name for i in model.graph.input] == ["image"]
