@@ -11,6 +11,9 @@ DIGITOPS := $(BIN)/digitops
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
+	@# The browser tests drive Debian's chromium (Playwright never downloads browsers here).
+	command -v chromium >/dev/null || { apt-get update -q && \
+	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
@@ -53,6 +56,7 @@ format: install
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
+	$(BIN)/python benchmarks/serve_latency.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build).
 lock: install

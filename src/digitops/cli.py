@@ -351,6 +351,113 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(f"{cfg.registry.model_name}: production rolled back from version {was} to {now}")
 
 
+@app.command()
+@user_errors
+def serve(
+    model: Annotated[
+        str,
+        typer.Option(help="Model directory, models:/digit-classifier@production, or runs:/..."),
+    ] = str(ARTIFACTS / "model"),
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
+    workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
+    request_log: Annotated[
+        Path | None, typer.Option(help="JSON-lines file recording every prediction.")
+    ] = ARTIFACTS / "requests.jsonl",
+) -> None:
+    """Serve the model over HTTP (FastAPI + onnxruntime): /predict, the web page at /, ..."""
+    import os
+
+    import uvicorn
+
+    from digitops.serving.main import MODEL_ENV, REQUEST_LOG_ENV
+    from digitops.serving.predictor import load_predictor
+
+    predictor = load_predictor(model)  # fail here, with one line, before the server starts
+    typer.echo(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
+    os.environ[MODEL_ENV] = model
+    if request_log is not None:
+        os.environ[REQUEST_LOG_ENV] = str(request_log.resolve())
+    uvicorn.run(
+        "digitops.serving.main:app_from_env",
+        factory=True,
+        host=host,
+        port=port,
+        workers=workers,
+        log_level="warning",
+    )
+
+
+@app.command()
+@user_errors
+def predict(
+    images: Annotated[list[Path] | None, typer.Argument(help="Image files.")] = None,
+    url: Annotated[
+        str | None, typer.Option(help="A running service, e.g. http://127.0.0.1:8000.")
+    ] = None,
+    model: Annotated[str, typer.Option(help="Model to run locally (without --url).")] = str(
+        ARTIFACTS / "model"
+    ),
+    camera: Annotated[
+        int | None, typer.Option(help="Read frames from webcam N (OpenCV) instead of files.")
+    ] = None,
+    frames: Annotated[int, typer.Option(help="Frames to read with --camera.")] = 10,
+) -> None:
+    """Predict digits in image files (or webcam frames), locally or with a running service."""
+    from digitops.serving.client import camera_frames, predict_files
+
+    if camera is not None:
+        inputs = camera_frames(camera, frames)
+    elif images:
+        inputs = [(str(path), _read_file(path)) for path in images]
+    else:
+        raise DigitopsError("give image files, or --camera N")
+    for name, answer in predict_files(inputs, url=url, model=model):
+        top3 = ", ".join(f"{t['digit']} {t['probability']:.2f}" for t in answer["top3"])
+        typer.echo(f"{name}: {answer['digit']} ({answer['confidence']:.3f}; top 3: {top3})")
+
+
+def _read_file(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except OSError as exc:
+        raise DigitopsError(f"{path}: cannot read ({exc.strerror})") from None
+
+
+@app.command()
+@user_errors
+def deploy(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    model: Annotated[
+        str, typer.Option(help="Model directory or URI, e.g. models:/digit-classifier@production.")
+    ] = "models:/digit-classifier@production",
+    data: DataOpt = ARTIFACTS / "dataset",
+    target: Annotated[str | None, typer.Option(help="local (default) or kubernetes.")] = None,
+    out: Annotated[Path, typer.Option(help="Where the deployment is recorded.")] = (
+        ARTIFACTS / "deployment"
+    ),
+    stop: Annotated[bool, typer.Option("--stop", help="Stop the local deployment.")] = False,
+) -> None:
+    """Serve a model version (local service or Kubernetes) and smoke-test it over HTTP."""
+    from digitops.stages import deploy as stage
+
+    if stop:
+        endpoint = stage.stop(out)
+        typer.echo(f"stopped {endpoint}" if endpoint else f"no deployment recorded in {out}")
+        return
+    result = stage.run(_config(config, set_, **{"deploy.target": target}), model, data, out)
+    _print(
+        "deployed",
+        {
+            "endpoint": result.endpoint,
+            "model": f"{result.model} (version {result.model_version})",
+            "smoke_accuracy": f"{result.smoke_accuracy:.3f} on {result.smoke_images} test digits",
+            "stop": "digitops deploy --stop",
+        },
+    )
+
+
 pipeline_app = typer.Typer(
     no_args_is_help=True, help="Compile, run locally, or submit the KFP pipeline."
 )

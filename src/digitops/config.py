@@ -174,6 +174,22 @@ class RegistryConfig(Section):
     )
 
 
+class DeployConfig(Section):
+    """Where `deploy` puts the model, and the smoke test it must pass there."""
+
+    target: Literal["local", "kubernetes"] = "local"
+    host: str = "127.0.0.1"
+    port: int = Field(0, ge=0, le=65535, description="0: a free port")
+    request_log: str = "artifacts/requests.jsonl"
+    smoke_images: int = Field(200, ge=1, description="test digits posted after start-up")
+    min_accuracy: float = Field(0.9, ge=0, le=1, description="smoke-test accuracy to keep it")
+    startup_timeout_s: float = Field(120, gt=0)
+    image: str = "ghcr.io/digitops/serving:0.1.0"
+    namespace: str = "digitops"
+    manifests: str = Field("manifests/serving", description="kustomization applied (kubernetes)")
+    endpoint: str | None = Field(None, description="URL to smoke-test (kubernetes; default: svc)")
+
+
 class TrackingConfig(Section):
     """MLflow tracking. The URI defaults to $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
 
@@ -194,6 +210,7 @@ class Config(Section):
     explain: ExplainConfig = ExplainConfig()
     drift: DriftConfig = DriftConfig()
     registry: RegistryConfig = RegistryConfig()
+    deploy: DeployConfig = DeployConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

@@ -6,6 +6,7 @@ import subprocess
 import sys
 from pathlib import Path
 
+import httpx
 import pytest
 
 from digitops.pipeline.runner import summarize
@@ -37,22 +38,28 @@ def run_pipeline(cwd: Path, *args: str) -> subprocess.CompletedProcess:
 
 
 @pytest.fixture(scope="module")
-def local_run(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, subprocess.CompletedProcess]:
+def local_run(tmp_path_factory: pytest.TempPathFactory):
     cwd = tmp_path_factory.mktemp("pipeline")
     result = run_pipeline(
         cwd,
         *("--limit", "3000", "--tune-trials", "2", "--epochs", "2"),
-        *("--param", "accuracy_threshold=0.5"),
+        *("--param", "accuracy_threshold=0.5", "--param", "smoke_min_accuracy=0.5"),
     )
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
-    return cwd, result
+    try:
+        assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+        yield cwd, result
+    finally:
+        from digitops.stages import deploy
+
+        deploy.stop(cwd / "artifacts" / "deployment")  # the local deployment outlives the run
 
 
 def test_every_task_produced_its_artifacts(local_run):
     cwd, _ = local_run
     (run_dir,) = (cwd / "artifacts" / "pipeline-root").iterdir()
     tasks = {task.name: task for task in summarize(run_dir)}
-    assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift", "register"}
+    stages = {"prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy"}
+    assert set(tasks) == stages
 
     dataset = Path(tasks["prepare"].artifacts["dataset"])
     manifest = json.loads((dataset / "manifest.json").read_text())
@@ -100,6 +107,14 @@ def test_every_task_produced_its_artifacts(local_run):
     assert registered.outputs["Output"] is True
     summary = registered.metadata["registered"]
     assert summary["version"] == 1 and summary["aliases"] == ["candidate"]
+
+    # The version that passed was deployed locally and answered test digits over HTTP.
+    deployed = tasks["deploy"]
+    endpoint = deployed.outputs["Output"]
+    assert endpoint.startswith("http://127.0.0.1:")
+    assert deployed.metadata["metrics"]["smoke_accuracy"] >= 0.5
+    model = httpx.get(f"{endpoint}/model", timeout=10).json()
+    assert model["name"] == "digit-classifier" and model["version"] == "1"
 
 
 def test_run_is_tracked_in_the_working_directory(local_run):

@@ -25,7 +25,7 @@ from digitops import __version__
 DEFAULT_IMAGE = f"ghcr.io/digitops/digitops:{__version__}"
 IMAGE = os.environ.get("DIGITOPS_IMAGE") or DEFAULT_IMAGE
 # The components below, in pipeline order.
-STAGES = ("prepare", "tune", "train", "evaluate", "explain", "drift", "register")
+STAGES = ("prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy")
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -254,3 +254,35 @@ def register(
     Path(registered.path).write_text(json.dumps(summary, indent=2))
     registered.metadata.update(summary)
     return result.gate.passed
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def deploy(
+    dataset: Input[Dataset],
+    registered: Input[Artifact],
+    target: str,
+    min_accuracy: float,
+    mlflow_tracking_uri: str,
+    deployment: Output[Artifact],
+    metrics: Output[Metrics],
+) -> str:
+    """Serve the registered version (local service or Kubernetes), smoke-test it over HTTP;
+    returns the endpoint. A local deployment is recorded in ./artifacts/deployment as well."""
+    import json
+    import shutil
+    from pathlib import Path
+
+    from digitops.config import load_config
+    from digitops.stages import deploy as stage
+
+    sets = [f"deploy.target={target}", f"deploy.min_accuracy={min_accuracy}"]
+    config = load_config(
+        None, sets + ([f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else [])
+    )
+    model_uri = json.loads(Path(registered.path).read_text())["model_uri"]
+    state = Path("artifacts") / "deployment"
+    result = stage.run(config, model_uri, Path(dataset.path), state)
+    shutil.copyfile(state / stage.RECORD, deployment.path)
+    deployment.metadata.update(endpoint=result.endpoint, model=model_uri)
+    metrics.log_metric("smoke_accuracy", result.smoke_accuracy)
+    return result.endpoint

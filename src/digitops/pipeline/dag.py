@@ -41,13 +41,17 @@ def digits_pipeline(
     drift_blocks_promotion: bool = True,
     approval: str = "manual",
     model_name: str = "digit-classifier",
+    deploy_target: str = "local",
+    smoke_min_accuracy: float = 0.9,
     mlflow_tracking_uri: str = "",
 ) -> None:
     """Parameters: data source, image limit (0 = all), search trials (0 = train on the configured
     hyper-parameters), epochs, seed, accuracy threshold, the data to check for drift (a path the
     tasks can read; empty = the test split), whether drift blocks promotion, approval ('manual':
     a person promotes the candidate; 'auto': production on a pass), the registered model's name,
-    and the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite in the task)."""
+    where a version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy
+    it must reach there, and the MLflow tracking
+    URI (empty = $MLFLOW_TRACKING_URI or SQLite in the task)."""
     prepared = _configure(
         components.prepare(source=source, limit=limit, seed=seed),
         cpu="1",
@@ -112,7 +116,7 @@ def digits_pipeline(
     # The accuracy rule decides in the DAG whether to register at all; the register task applies
     # the whole gate (accuracy, no regression against production, drift) before any alias moves.
     with dsl.If(evaluated.outputs["Output"] == True, name="accuracy-gate"):  # noqa: E712
-        _configure(
+        registered = _configure(
             components.register(
                 model=trained.outputs["model"],
                 evaluation=evaluated.outputs["evaluation"],
@@ -128,3 +132,16 @@ def digits_pipeline(
             memory="2Gi",
             name="register",
         )
+        with dsl.If(registered.outputs["Output"] == True, name="registry-gate"):  # noqa: E712
+            _configure(
+                components.deploy(
+                    dataset=prepared.outputs["dataset"],
+                    registered=registered.outputs["registered"],
+                    target=deploy_target,
+                    min_accuracy=smoke_min_accuracy,
+                    mlflow_tracking_uri=mlflow_tracking_uri,
+                ),
+                cpu="1",
+                memory="2Gi",
+                name="deploy",
+            )

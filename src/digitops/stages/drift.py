@@ -22,7 +22,6 @@ from digitops.config import Config, DriftConfig
 from digitops.data.current import Current, load_current
 from digitops.data.dataset import load_dataset
 from digitops.data.descriptors import COLUMNS, describe
-from digitops.errors import ModelError
 from digitops.fileio import atomic_dir, write_json
 
 log = logging.getLogger(__name__)
@@ -165,14 +164,9 @@ def _model(model_dir: Path | None, class_names: list[str]) -> Any | None:
     """`images -> (class names, confidences)` with the ONNX model, or None without a model."""
     if model_dir is None:
         return None
-    from digitops.stages.evaluate import load_model_card, predict_logits
+    from digitops.stages.evaluate import check_classes, load_model_card, predict_logits
 
-    card = load_model_card(model_dir)
-    if card["class_names"] != class_names:
-        raise ModelError(
-            f"{model_dir}: the model knows classes {card['class_names']}, the reference data "
-            f"has {class_names}"
-        )
+    check_classes(model_dir, load_model_card(model_dir), class_names)
     names = np.array(class_names)
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:

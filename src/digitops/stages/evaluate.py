@@ -40,11 +40,7 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
     """Evaluate `model_dir` on the test split of `data_dir`; write the report to `out_dir`."""
     card = load_model_card(model_dir)
     dataset = load_dataset(data_dir)
-    if card["class_names"] != dataset.class_names:
-        raise ModelError(
-            f"{model_dir}: the model knows classes {card['class_names']}, the "
-            f"dataset has {dataset.class_names}; evaluate on matching data"
-        )
+    check_classes(model_dir, card, dataset.class_names)
     test = dataset.split("test")
     logits = predict_logits(model_dir / "model.onnx", test.images, config.evaluate.batch_size)
     metrics = classification_metrics(logits, test.labels, dataset.class_names)
@@ -92,6 +88,15 @@ def load_model_card(model_dir: Path) -> dict[str, Any]:
             )
     card: dict[str, Any] = read_json(model_dir / MODEL_CARD)
     return card
+
+
+def check_classes(model_dir: Path, card: dict[str, Any], class_names: list[str]) -> None:
+    """The model must know exactly the data's classes, in the same order."""
+    if card["class_names"] != class_names:
+        raise ModelError(
+            f"{model_dir}: the model knows classes {card['class_names']}, the data has "
+            f"{class_names}; use data with matching classes"
+        )
 
 
 def predict_logits(onnx_path: Path, images: np.ndarray, batch_size: int) -> np.ndarray:

@@ -21,7 +21,7 @@ from digitops.config import Config, ExplainConfig
 from digitops.data.dataset import load_dataset
 from digitops.errors import ModelError
 from digitops.fileio import atomic_dir, write_json
-from digitops.stages.evaluate import load_model_card
+from digitops.stages.evaluate import check_classes, load_model_card
 
 log = logging.getLogger(__name__)
 
@@ -51,11 +51,7 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Expla
     started = time.perf_counter()
     card = load_model_card(model_dir)
     dataset = load_dataset(data_dir)
-    if card["class_names"] != dataset.class_names:
-        raise ModelError(
-            f"{model_dir}: the model knows classes {card['class_names']}, the "
-            f"dataset has {dataset.class_names}; explain on matching data"
-        )
+    check_classes(model_dir, card, dataset.class_names)
     cfg = config.explain
     net = load_network(model_dir)
     test = dataset.split("test")

@@ -129,6 +129,7 @@ def _log_model(config: Config, model_dir: Path, card: dict[str, Any]) -> int:
             extra_files=[str(model_dir / "model.json")],
             pip_requirements=["onnxruntime", "numpy"],
             onnx_execution_providers=["CPUExecutionProvider"],
+            save_as_external_data=False,  # one self-contained file: the model is small
         )
     return int(info.registered_model_version)
 

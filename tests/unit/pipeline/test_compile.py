@@ -53,7 +53,11 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
     assert "evaluate-Output" in gate["triggerPolicy"]["condition"]
     register = spec["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
     assert register["retryPolicy"]["maxRetryCount"] == 1
-    assert sorted(gate["dependentTasks"]) == ["drift", "evaluate", "train"]
+    # deploy runs only for a version that passed the whole gate (a nested dsl.If).
+    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]["condition-2"]
+    assert "register-Output" in inner["triggerPolicy"]["condition"]
+    assert "deploy" in spec["components"]["comp-condition-2"]["dag"]["tasks"]
+    assert sorted(gate["dependentTasks"]) == ["drift", "evaluate", "prepare", "train"]
     for task in tasks.values():
         assert task["cachingOptions"] == {"enableCache": True}
         assert task["retryPolicy"]["maxRetryCount"] == 1
@@ -77,6 +81,8 @@ def test_pipeline_parameters():
         "seed",
         "accuracy_threshold",
         "current_data",
+        "approval",
+        "deploy_target",
         "mlflow_tracking_uri",
     } <= set(params)
     assert params["accuracy_threshold"]["defaultValue"] == 0.995

@@ -1,0 +1,157 @@
+"""The prediction service as users call it: uvicorn on 127.0.0.1, real HTTP, bad input."""
+
+import base64
+import io
+import json
+import subprocess
+import sys
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import pytest
+from PIL import Image
+
+from digitops.data.current import load_current
+from digitops.data.dataset import load_dataset
+
+from ..integration.test_cli import run_cli
+from ..serving_helpers import png, running_service
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def service(tmp_path_factory: pytest.TempPathFactory, trained):
+    work = tmp_path_factory.mktemp("service")
+    log = work / "requests.jsonl"
+    extra = ("--workers", "2", "--request-log", str(log))
+    with running_service(trained.model_dir, work, *extra) as url:
+        yield url, log
+
+
+@pytest.fixture(scope="module")
+def digits(mnist_slice: Path):
+    test = load_dataset(mnist_slice).split("test")
+    return test.images[:200], test.labels[:200]
+
+
+def test_predicts_uploaded_digits(service, digits):
+    url, _ = service
+    images, labels = digits
+    right = 0
+    with httpx.Client(base_url=url) as client:
+        for image, label in zip(images, labels, strict=True):
+            response = client.post("/predict", files={"file": ("digit.png", png(image))})
+            assert response.status_code == 200
+            right += response.json()["digit"] == str(label)
+    assert right / len(labels) > 0.9
+
+
+def test_answer_shape_json_and_batch(service, digits):
+    url, _ = service
+    images, _ = digits
+    encoded = base64.b64encode(png(images[0])).decode()
+    with httpx.Client(base_url=url) as client:
+        single = client.post("/predict", json={"image": encoded}).json()
+        batch = client.post("/predict/batch", json={"images": [encoded] * 3}).json()
+        files = [("files", (f"{i}.png", png(img))) for i, img in enumerate(images[:5])]
+        multipart = client.post("/predict/batch", files=files).json()
+    assert set(single) == {"digit", "confidence", "probabilities", "top3", "model_version"}
+    assert abs(sum(single["probabilities"].values()) - 1) < 1e-4
+    assert single["top3"][0]["digit"] == single["digit"]
+    assert [p["digit"] for p in batch["predictions"]] == [single["digit"]] * 3
+    assert len(multipart["predictions"]) == 5
+
+
+def _bad_requests(digit: bytes) -> dict[str, dict]:
+    return {
+        "non-image bytes": {"files": {"file": ("a.png", b"just some text")}},
+        "empty file": {"files": {"file": ("a.png", b"")}},
+        "truncated file": {"files": {"file": ("a.png", digit[:80])}},
+        "bad base64": {"json": {"image": "***not base64***"}},
+        "JSON without image": {"json": {"picture": "x"}},
+        "wrong content type": {"content": b"x", "headers": {"content-type": "text/plain"}},
+        "no content type": {"content": b"x"},
+        "multipart without file": {"data": {"file": "a string"}},
+        "body over the limit": {"files": {"file": ("big.png", b"0" * (11 * 2**20))}},
+    }
+
+
+def test_bad_input_is_a_4xx_json_error_and_the_service_survives(service, digits):
+    url, _ = service
+    digit = png(digits[0][0])
+    with httpx.Client(base_url=url, timeout=60) as client:
+        for name, request in _bad_requests(digit).items():
+            response = client.post("/predict", **request)
+            assert 400 <= response.status_code < 500, (name, response.status_code)
+            assert response.json()["error"], name
+        assert client.get("/health").json() == {"status": "ok"}
+        assert client.post("/predict", files={"file": ("d.png", digit)}).status_code == 200
+
+
+def test_100_megapixel_image_is_413(service):
+
+    url, _ = service
+    buffer = io.BytesIO()
+    Image.new("L", (10_000, 10_000), 255).save(buffer, "PNG")
+    response = httpx.post(f"{url}/predict", files={"file": ("big.png", buffer.getvalue())})
+    assert response.status_code == 413 and "megapixels" in response.json()["error"]
+
+
+def test_model_ready_and_prometheus_metrics(service, trained):
+    url, _ = service
+    model = httpx.get(f"{url}/model").json()
+    assert model["source"] == str(trained.model_dir) and len(model["classes"]) == 10
+    assert httpx.get(f"{url}/ready").json()["status"] == "ready"
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "digitops_predictions_total" in metrics
+    assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
+
+
+def test_request_log_survives_concurrent_writers_and_feeds_drift(service, digits):
+    url, log = service
+    before = len(log.read_text().splitlines()) if log.exists() else 0
+    digit = png(digits[0][0])
+
+    def post(_: int) -> int:
+        return httpx.post(f"{url}/predict", files={"file": ("d.png", digit)}).status_code
+
+    with ThreadPoolExecutor(16) as pool:
+        assert set(pool.map(post, range(200))) == {200}
+    lines = log.read_text().splitlines()
+    assert len(lines) == before + 200
+    records = [json.loads(line) for line in lines]  # every line whole, even with 2 workers
+    assert {"predicted", "confidence", "model_version", "ink_fraction"} <= set(records[-1])
+    assert len(load_current(log)) == len(lines)
+
+
+def test_predict_command_locally_and_against_the_service(service, digits, trained, tmp_path):
+    url, _ = service
+    image = tmp_path / "digit.png"
+    image.write_bytes(png(digits[0][0]))
+    label = str(digits[1][0])
+    local = run_cli("predict", str(image), "--model", str(trained.model_dir), cwd=tmp_path)
+    remote = run_cli("predict", str(image), "--url", url, cwd=tmp_path)
+    assert local.returncode == 0 and remote.returncode == 0, local.stderr + remote.stderr
+    assert local.stdout.split(":")[1].split()[0] == label
+    assert remote.stdout.split(":")[1].split()[0] == label
+    (tmp_path / "note.png").write_text("not an image")
+    refused = run_cli("predict", str(tmp_path / "note.png"), "--url", url, cwd=tmp_path)
+    assert refused.returncode == 2 and "not an image" in refused.stderr
+
+
+def test_schemathesis_finds_no_server_error(service, tmp_path: Path):
+    url, _ = service
+    result = subprocess.run(
+        [
+            str(Path(sys.executable).with_name("st")),
+            *("run", f"{url}/openapi.json", "--checks", "not_a_server_error"),
+            *("--max-examples", "40", "--seed", "7", "--generation-deterministic"),
+        ],
+        capture_output=True,
+        text=True,
+        timeout=600,
+        cwd=tmp_path,  # schemathesis keeps its state in ./.schemathesis
+    )
+    assert result.returncode == 0, result.stdout[-4000:]

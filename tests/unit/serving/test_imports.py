@@ -1,0 +1,20 @@
+"""The serving package stays free of the training stack, so its images stay small."""
+
+import subprocess
+import sys
+
+FORBIDDEN = {"torch", "lightning", "ray", "captum", "evidently", "albumentations", "mlflow"}
+
+
+def test_serving_imports_no_training_libraries():
+    code = (
+        "import sys\n"
+        "import digitops.serving.app, digitops.serving.main, digitops.serving.client\n"
+        "import digitops.serving.predictor, digitops.serving.preprocess\n"
+        "import digitops.serving.request_log\n"
+        f"loaded = {sorted(FORBIDDEN)!r}\n"
+        "bad = sorted(m for m in loaded if m in sys.modules)\n"
+        "assert not bad, bad\n"
+    )
+    result = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert result.returncode == 0, result.stderr
