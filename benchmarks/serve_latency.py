@@ -38,7 +38,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--model", default=str(ROOT / "artifacts" / "model"))
     parser.add_argument("--requests", type=int, default=2000, help="per concurrency level")
-    parser.add_argument("--workers", type=int, default=1, help="digitops server processes")
+    parser.add_argument(
+        "--workers", type=int, default=2, help="digitops server processes (LitServe runs two)"
+    )
     args = parser.parse_args()
 
     body = json.dumps({"image": base64.b64encode(_digit_png()).decode()}).encode()
