@@ -370,22 +370,22 @@ def serve(
 
     import uvicorn
 
+    from digitops.serving.app import create_app
     from digitops.serving.main import MODEL_ENV, REQUEST_LOG_ENV
     from digitops.serving.predictor import load_predictor
 
     predictor = load_predictor(model)  # fail here, with one line, before the server starts
     typer.echo(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
+    log = request_log.resolve() if request_log is not None else None
+    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning"}
+    if workers == 1:
+        uvicorn.run(create_app(predictor, log), **options)
+        return
+    # Several workers are separate processes: each builds its app from the environment.
     os.environ[MODEL_ENV] = model
-    if request_log is not None:
-        os.environ[REQUEST_LOG_ENV] = str(request_log.resolve())
-    uvicorn.run(
-        "digitops.serving.main:app_from_env",
-        factory=True,
-        host=host,
-        port=port,
-        workers=workers,
-        log_level="warning",
-    )
+    if log is not None:
+        os.environ[REQUEST_LOG_ENV] = str(log)
+    uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
 
 
 @app.command()
