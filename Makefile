@@ -45,18 +45,19 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not e2e"
 
 lint: install
-	$(BIN)/ruff check src tests benchmarks
-	$(BIN)/ruff format --check src tests benchmarks
+	$(BIN)/ruff check src tests benchmarks manifests/aws scripts
+	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts
 	$(BIN)/mypy src
 	$(DIGITOPS) pipeline compile >/dev/null && git diff --exit-code -- pipelines components
 
 format: install
-	$(BIN)/ruff check --fix src tests benchmarks
-	$(BIN)/ruff format src tests benchmarks
+	$(BIN)/ruff check --fix src tests benchmarks manifests/aws scripts
+	$(BIN)/ruff format src tests benchmarks manifests/aws scripts
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/lambda_cold_start.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build).
 lock: install

@@ -63,3 +63,107 @@ def png(image: np.ndarray, invert: bool = True, scale: int = 4) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(pixels).resize((28 * scale, 28 * scale)).save(buffer, "PNG")
     return buffer.getvalue()
+
+
+@contextmanager
+def running_moto(work: Path) -> Iterator[str]:
+    """A moto S3 server (the real S3 protocol) on a free 127.0.0.1 port; yields its URL."""
+    port = free_port()
+    log = work / f"moto-{port}.log"
+    with open(log, "w") as stream:
+        process = subprocess.Popen(
+            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+        )
+        url = f"http://127.0.0.1:{port}"
+        try:
+            wait_for(f"{url}/moto-api/", process, log)
+            yield url
+        finally:
+            process.terminate()
+            process.wait(timeout=30)
+
+
+def aws_env(endpoint: str) -> dict[str, str]:
+    """Environment for boto3 talking to a local S3 with throwaway credentials."""
+    return {
+        "AWS_ENDPOINT_URL": endpoint,
+        "AWS_ACCESS_KEY_ID": "testing",
+        "AWS_SECRET_ACCESS_KEY": "testing",
+        "AWS_DEFAULT_REGION": "us-east-1",
+    }
+
+
+def s3_event(bucket: str, key: str, size: int) -> dict:
+    """An S3 ObjectCreated:Put notification as Lambda receives it (the key URL-encoded)."""
+    from urllib.parse import quote_plus
+
+    return {
+        "Records": [
+            {
+                "eventVersion": "2.1",
+                "eventSource": "aws:s3",
+                "awsRegion": "us-east-1",
+                "eventTime": "2026-11-23T00:00:00.000Z",
+                "eventName": "ObjectCreated:Put",
+                "userIdentity": {"principalId": "AWS:TESTING"},
+                "requestParameters": {"sourceIPAddress": "127.0.0.1"},
+                "responseElements": {"x-amz-request-id": "TEST", "x-amz-id-2": "TEST"},
+                "s3": {
+                    "s3SchemaVersion": "1.0",
+                    "configurationId": "digits",
+                    "bucket": {
+                        "name": bucket,
+                        "ownerIdentity": {"principalId": "TESTING"},
+                        "arn": f"arn:aws:s3:::{bucket}",
+                    },
+                    "object": {
+                        "key": quote_plus(key, safe="/"),
+                        "size": size,
+                        "eTag": "0",
+                        "sequencer": "0",
+                    },
+                },
+            }
+        ]
+    }
+
+
+def function_url_event(
+    method: str, path: str, body: bytes = b"", content_type: str | None = None
+) -> dict:
+    """A Lambda Function URL request (payload format 2.0), the body base64-encoded."""
+    import base64
+
+    host = "digits.lambda-url.us-east-1.on.aws"
+    headers = {"host": host, "user-agent": "digitops-tests", "content-length": str(len(body))}
+    if content_type:
+        headers["content-type"] = content_type
+    return {
+        "version": "2.0",
+        "routeKey": "$default",
+        "rawPath": path,
+        "rawQueryString": "",
+        "headers": headers,
+        "requestContext": {
+            "accountId": "anonymous",
+            "apiId": "digits",
+            "domainName": host,
+            "domainPrefix": "digits",
+            "http": {
+                "method": method,
+                "path": path,
+                "protocol": "HTTP/1.1",
+                "sourceIp": "127.0.0.1",
+                "userAgent": "digitops-tests",
+            },
+            "requestId": "test",
+            "routeKey": "$default",
+            "stage": "$default",
+            "time": "23/Nov/2026:00:00:00 +0000",
+            "timeEpoch": 1795392000000,
+        },
+        "body": base64.b64encode(body).decode(),
+        "isBase64Encoded": True,
+    }
