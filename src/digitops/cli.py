@@ -510,6 +510,12 @@ def pipeline_run(
         Path("pipelines") / "digits.yaml"
     ),
     root: Annotated[Path, typer.Option(help="Local pipeline root.")] = ARTIFACTS / "pipeline-root",
+    docker: Annotated[
+        bool,
+        typer.Option(
+            help="Run each task in the component image (kfp DockerRunner; `make images` first)."
+        ),
+    ] = False,
 ) -> None:
     """Run the compiled pipeline here with the KFP local runner; summarise every task."""
     from digitops.pipeline.runner import run_local
@@ -517,7 +523,7 @@ def pipeline_run(
     arguments = _pipeline_arguments(
         params, source=source, limit=limit, tune_trials=tune_trials, epochs=epochs
     )
-    run_dir, tasks = run_local(pipeline_file, arguments, root.resolve())
+    run_dir, tasks = run_local(pipeline_file, arguments, root.resolve(), docker=docker)
     typer.echo(f"pipeline run finished: {run_dir}")
     for task in tasks:
         typer.echo(f"  {task.name}")

@@ -6,6 +6,7 @@ import contextlib
 import io
 import json
 import logging
+import os
 import re
 import sys
 import warnings
@@ -53,9 +54,16 @@ class TaskSummary:
 
 
 def run_local(
-    pipeline_file: Path, arguments: dict[str, Any], pipeline_root: Path
+    pipeline_file: Path, arguments: dict[str, Any], pipeline_root: Path, docker: bool = False
 ) -> tuple[Path, list[TaskSummary]]:
-    """Run the compiled pipeline with `kfp.local.SubprocessRunner`; summarise every task."""
+    """Run the compiled pipeline with the KFP local runner; summarise every task.
+
+    By default each task is a subprocess of this environment (`SubprocessRunner`). With
+    `docker`, each runs in the component image named in the pipeline (`DockerRunner`), as the
+    calling user, on the host's network, in `<pipeline root>/work`: relative paths such as the
+    default `sqlite:///mlflow.db` store land there, and a tracking server on localhost is
+    reachable.
+    """
     from kfp import components, local
 
     if not pipeline_file.is_file():
@@ -71,21 +79,54 @@ def run_local(
         )
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
-    local.init(
-        runner=local.SubprocessRunner(use_venv=False),
-        pipeline_root=str(pipeline_root),
-        raise_on_error=True,
-    )
+    runner: Any = local.SubprocessRunner(use_venv=False)
+    if docker:
+        _check_images(pipeline_file)
+        runner = local.DockerRunner(
+            user=f"{os.getuid()}:{os.getgid()}",
+            network_mode="host",
+            working_dir=str(_docker_work_dir(pipeline_root)),
+        )
+    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
     tee = _ErrorTee(sys.stdout)
     try:
         with contextlib.redirect_stdout(tee):
             pipeline(**arguments)
     except RuntimeError as exc:
         raise PipelineError(_failure_line(str(exc), tee.last_error)) from None
-    run_dirs = sorted(set(pipeline_root.iterdir()) - before, key=lambda p: p.stat().st_mtime)
+    new = set(pipeline_root.iterdir()) - before - {_docker_work_dir(pipeline_root)}
+    run_dirs = sorted(new, key=lambda p: p.stat().st_mtime)
     if not run_dirs:
         raise PipelineError(f"{pipeline_root}: the local run left no outputs")
     return run_dirs[-1], summarize(run_dirs[-1])
+
+
+def _docker_work_dir(pipeline_root: Path) -> Path:
+    """The tasks' working directory with `--docker` (inside the mounted pipeline root)."""
+    work = pipeline_root / "work"
+    work.mkdir(parents=True, exist_ok=True)
+    return work
+
+
+def _check_images(pipeline_file: Path) -> None:
+    """Fail in one line, before any task, when Docker or a task's image is not there."""
+    import yaml
+
+    import docker
+
+    spec = yaml.safe_load(pipeline_file.read_text())
+    executors = spec.get("deploymentSpec", {}).get("executors", {}).values()
+    images = sorted({e["container"]["image"] for e in executors if "container" in e})
+    try:
+        client = docker.from_env()
+        missing = [image for image in images if not client.images.list(name=image)]
+    except docker.errors.DockerException as exc:
+        raise PipelineError(f"--docker needs a Docker engine: {exc}") from None
+    if missing:
+        raise PipelineError(
+            f"image {', '.join(missing)} not found; build it with `make images` "
+            "(or pull it), or run without --docker"
+        )
 
 
 class _ErrorTee(io.TextIOBase):

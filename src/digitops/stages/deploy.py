@@ -3,8 +3,8 @@
 Target `local` starts `digitops serve` on this machine (detached, so it outlives the stage),
 waits for `/ready`, posts test digits as PNG files and records the endpoint and the smoke-test
 accuracy in `deployment.json`; a service that answers worse than `deploy.min_accuracy` is
-stopped and the stage fails. Target `kubernetes` applies `manifests/serving/` with the image and
-model URI, and waits for the rollout (needs `kubectl` and a cluster).
+stopped and the stage fails. Target `kubernetes` server-side applies `manifests/serving/` with the
+image and model URI through the Kubernetes API and waits for the rollout.
 """
 
 from __future__ import annotations
@@ -21,6 +21,7 @@ import time
 import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -73,7 +74,11 @@ def run(config: Config, model: str, data_dir: Path, out_dir: Path) -> DeployResu
     if (out_dir / RECORD).is_file():
         stop(out_dir)  # the new service passed its smoke test: retire the one it replaces
     with atomic_dir(out_dir, marker=RECORD) as tmp:
-        write_json(tmp / RECORD, result.__dict__ | {"target": cfg.target, "pid": pid})
+        process = _identity(pid) if pid is not None else None
+        write_json(
+            tmp / RECORD,
+            result.__dict__ | {"target": cfg.target, "pid": pid, "process": process},
+        )
     return result
 
 
@@ -82,8 +87,11 @@ def stop(out_dir: Path) -> str | None:
     if not (out_dir / RECORD).is_file():
         return None
     record = read_json(out_dir / RECORD)
-    if record.get("pid"):
-        _stop(int(record["pid"]))
+    pid = record.get("pid")
+    # Only the process that was started: not a later one that reused its pid, nor one in another
+    # PID namespace (a deploy task that ran in a container, whose service ended with it).
+    if pid and record.get("process") == _identity(int(pid)):
+        _stop(int(pid))
     return str(record["endpoint"])
 
 
@@ -141,35 +149,108 @@ def _smoke_test(
 
 
 def _kubernetes(config: Config, model: str) -> str:
+    """Server-side apply the serving manifests with this image and model; wait for the rollout.
+
+    Uses the Kubernetes API directly (in a pod: its service account; elsewhere: ~/.kube/config),
+    so the pipeline's deploy task needs no kubectl.
+    """
+    from kubernetes import client
+    from kubernetes import config as kube_config
+    from kubernetes.dynamic import DynamicClient
+    from kubernetes.dynamic.exceptions import DynamicApiError
+
     cfg = config.deploy
-    namespace = ["--namespace", cfg.namespace]
-    steps = [
-        ["kubectl", "apply", "-k", cfg.manifests, *namespace],
-        [
-            "kubectl",
-            "set",
-            "image",
-            "deployment/digitops-serving",
-            f"serving={cfg.image}",
-            *namespace,
-        ],
-        [
-            *("kubectl", "set", "env", "deployment/digitops-serving"),
-            *(f"DIGITOPS_MODEL={model}", f"MLFLOW_TRACKING_URI={_tracking(config)}", *namespace),
-        ],
-        [
-            *("kubectl", "rollout", "status", "deployment/digitops-serving"),
-            *(f"--timeout={int(cfg.startup_timeout_s)}s", *namespace),
-        ],
-    ]
-    for step in steps:
+    docs = render_manifests(_manifest_dir(cfg.manifests))
+    for doc in docs:
+        if doc["kind"] == "Deployment" and doc["metadata"]["name"] == SERVING:
+            _set_container(
+                doc, cfg.image, {"DIGITOPS_MODEL": model, "MLFLOW_TRACKING_URI": _tracking(config)}
+            )
+    try:
         try:
-            subprocess.run(step, check=True, capture_output=True, text=True, timeout=900)
-        except FileNotFoundError:
-            raise DeployError("kubectl is not installed; the kubernetes target needs it") from None
-        except subprocess.CalledProcessError as exc:
-            raise DeployError(f"{' '.join(step[:3])} failed: {exc.stderr.strip()}") from None
-    return cfg.endpoint or f"http://digitops-serving.{cfg.namespace}.svc:8000"
+            kube_config.load_incluster_config()
+        except kube_config.ConfigException:
+            kube_config.load_kube_config()
+        api = DynamicClient(client.ApiClient())
+        for doc in docs:
+            resource = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
+            resource.server_side_apply(
+                body=doc,
+                name=doc["metadata"]["name"],
+                namespace=cfg.namespace,
+                field_manager="digitops",
+                force_conflicts=True,
+            )
+        _wait_for_rollout(client.AppsV1Api(), cfg.namespace, cfg.startup_timeout_s)
+    except (kube_config.ConfigException, DynamicApiError, client.ApiException) as exc:
+        raise DeployError(f"kubernetes: {str(exc).strip().splitlines()[0]}") from None
+    except OSError as exc:  # the API server cannot be reached
+        raise DeployError(f"kubernetes: cannot reach the API server: {exc}") from None
+    return cfg.endpoint or f"http://{SERVING}.{cfg.namespace}.svc:8000"
+
+
+SERVING = "digitops-serving"
+
+
+def render_manifests(directory: Path) -> list[dict]:
+    """The resources of a plain kustomization (`resources` files plus `labels`), as kustomize
+    renders it; anything else kustomize offers is refused rather than ignored."""
+    import yaml
+
+    kustomization = yaml.safe_load((directory / "kustomization.yaml").read_text())
+    unsupported = set(kustomization) - {"apiVersion", "kind", "resources", "labels"}
+    if unsupported:
+        raise DeployError(f"{directory}: kustomization fields {sorted(unsupported)} unsupported")
+    labels: dict[str, str] = {}
+    for entry in kustomization.get("labels", []):
+        if entry.get("includeSelectors") or entry.get("includeTemplates"):
+            raise DeployError(f"{directory}: only plain labels are supported")
+        labels |= entry["pairs"]
+    docs = []
+    for name in kustomization["resources"]:
+        for doc in yaml.safe_load_all((directory / name).read_text()):
+            if doc:
+                doc["metadata"]["labels"] = {**doc["metadata"].get("labels", {}), **labels}
+                docs.append(doc)
+    return docs
+
+
+def _manifest_dir(manifests: str) -> Path:
+    """`deploy.manifests` from the working directory, else from the project (as in the image)."""
+    path = Path(manifests)
+    if not path.is_absolute() and not path.is_dir():
+        path = Path(__file__).resolve().parents[3] / manifests
+    if not (path / "kustomization.yaml").is_file():
+        raise DeployError(f"{manifests}: no kustomization.yaml (deploy.manifests)")
+    return path
+
+
+def _set_container(deployment: dict, image: str, env: dict[str, str]) -> None:
+    (container,) = deployment["spec"]["template"]["spec"]["containers"]
+    container["image"] = image
+    kept = [e for e in container.get("env", []) if e["name"] not in env]
+    container["env"] = kept + [{"name": k, "value": v} for k, v in env.items()]
+
+
+def _wait_for_rollout(apps: Any, namespace: str, timeout_s: float) -> None:
+    """Like `kubectl rollout status`: every replica updated and available."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        deployment = apps.read_namespaced_deployment(SERVING, namespace)
+        spec, status = deployment.spec, deployment.status
+        if (
+            (status.observed_generation or 0) >= deployment.metadata.generation
+            and (status.updated_replicas or 0) == spec.replicas
+            and (status.available_replicas or 0) == spec.replicas
+            and (status.replicas or 0) == spec.replicas
+        ):
+            return
+        if time.monotonic() > deadline:
+            raise DeployError(
+                f"deployment/{SERVING} did not roll out in {timeout_s:.0f} s "
+                f"({status.available_replicas or 0} of {spec.replicas} available)"
+            )
+        time.sleep(2)
 
 
 def _tracking(config: Config) -> str:
@@ -182,6 +263,19 @@ def _free_port(host: str) -> int:
     with socket.socket() as sock:
         sock.bind((host, 0))
         return int(sock.getsockname()[1])
+
+
+def _identity(pid: int) -> str | None:
+    """Which process `pid` is: its PID namespace and start time (None: no such process)."""
+    if not Path("/proc/self/ns/pid").exists():
+        return str(pid)  # no Linux /proc: the pid is all there is
+    try:
+        namespace = os.readlink("/proc/self/ns/pid")
+        stat = Path(f"/proc/{pid}/stat").read_text()
+    except OSError:
+        return None
+    started = stat.rsplit(")", 1)[1].split()[19]  # field 22, counted after the command name
+    return f"{namespace}:{started}"
 
 
 def _stop(pid: int) -> None:
