@@ -12,7 +12,7 @@ ARG WHEELS=docker/wheels
 ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
-COPY requirements.lock pyproject.toml README.md /app/
+COPY requirements.lock pyproject.toml /app/
 COPY ${WHEELS} /tmp/wheels/
 # The runtime dependencies (pyproject's, plus the `cluster` extra), pinned by the lock.
 RUN python3 -m venv /opt/venv \
@@ -23,6 +23,7 @@ print('\n'.join(p['dependencies'] + p['optional-dependencies']['cluster']))" > /
 # digitops itself, editable: the environment points at /app/src, which stage 2 fills, so a
 # source change does not rebuild this stage. (Editable also keeps the bundled MNIST under
 # /app/data beside the source, where digitops looks for it.)
+COPY README.md /app/
 COPY src/digitops/__init__.py /app/src/digitops/__init__.py
 RUN /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels --no-deps -e .
 
