@@ -6,8 +6,8 @@ import subprocess
 import sys
 import time
 import urllib.request
-from collections.abc import Iterator
-from contextlib import contextmanager
+from collections.abc import Callable, Iterator
+from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
 
 import numpy as np
@@ -34,27 +34,30 @@ def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 90
 
 
 @contextmanager
-def running_service(model: Path, work: Path, *extra: str) -> Iterator[str]:
-    """`digitops serve` in a subprocess; yields its base URL and stops it afterwards."""
+def running_server(
+    name: str, argv: Callable[[int], list[str]], health: str, work: Path
+) -> Iterator[str]:
+    """The server `argv(port)` starts, on a free 127.0.0.1 port, logging to `work`; yields its
+    base URL once `health` answers, and stops it afterwards."""
     port = free_port()
-    log = work / f"serve-{port}.log"
+    log = work / f"{name}-{port}.log"
     with open(log, "w") as stream:
-        process = subprocess.Popen(
-            [
-                *(sys.executable, "-m", "digitops.cli", "serve", "--model", str(model)),
-                *("--port", str(port), *extra),
-            ],
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-            cwd=work,
-        )
+        process = subprocess.Popen(argv(port), stdout=stream, stderr=subprocess.STDOUT, cwd=work)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(f"{url}/health", process, log)
+            wait_for(f"{url}{health}", process, log)
             yield url
         finally:
             process.terminate()
             process.wait(timeout=30)
+
+
+def running_service(model: Path, work: Path, *extra: str) -> AbstractContextManager[str]:
+    """`digitops serve` in a subprocess; yields its base URL and stops it afterwards."""
+    serve = [sys.executable, "-m", "digitops.cli", "serve", "--model", str(model)]
+    return running_server(
+        "serve", lambda port: [*serve, "--port", str(port), *extra], "/health", work
+    )
 
 
 def png(image: np.ndarray, invert: bool = True, scale: int = 4) -> bytes:
@@ -65,24 +68,10 @@ def png(image: np.ndarray, invert: bool = True, scale: int = 4) -> bytes:
     return buffer.getvalue()
 
 
-@contextmanager
-def running_moto(work: Path) -> Iterator[str]:
+def running_moto(work: Path) -> AbstractContextManager[str]:
     """A moto S3 server (the real S3 protocol) on a free 127.0.0.1 port; yields its URL."""
-    port = free_port()
-    log = work / f"moto-{port}.log"
-    with open(log, "w") as stream:
-        process = subprocess.Popen(
-            [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p", str(port)],
-            stdout=stream,
-            stderr=subprocess.STDOUT,
-        )
-        url = f"http://127.0.0.1:{port}"
-        try:
-            wait_for(f"{url}/moto-api/", process, log)
-            yield url
-        finally:
-            process.terminate()
-            process.wait(timeout=30)
+    moto = [sys.executable, "-m", "moto.server", "-H", "127.0.0.1", "-p"]
+    return running_server("moto", lambda port: [*moto, str(port)], "/moto-api/", work)
 
 
 def aws_env(endpoint: str) -> dict[str, str]:

@@ -94,16 +94,19 @@ def run_local(
             pipeline(**arguments)
     except RuntimeError as exc:
         raise PipelineError(_failure_line(str(exc), tee.last_error)) from None
-    new = set(pipeline_root.iterdir()) - before - {_docker_work_dir(pipeline_root)}
+    new = set(pipeline_root.iterdir()) - before - {pipeline_root / DOCKER_WORK}
     run_dirs = sorted(new, key=lambda p: p.stat().st_mtime)
     if not run_dirs:
         raise PipelineError(f"{pipeline_root}: the local run left no outputs")
     return run_dirs[-1], summarize(run_dirs[-1])
 
 
+DOCKER_WORK = "work"
+
+
 def _docker_work_dir(pipeline_root: Path) -> Path:
     """The tasks' working directory with `--docker` (inside the mounted pipeline root)."""
-    work = pipeline_root / "work"
+    work = pipeline_root / DOCKER_WORK
     work.mkdir(parents=True, exist_ok=True)
     return work
 
