@@ -34,6 +34,7 @@ from tests.serving_helpers import (  # noqa: E402  (the same event shapes as the
     function_url_event,
     png,
     running_moto,
+    s3_client,
     s3_event,
 )
 
@@ -115,12 +116,10 @@ def _add_function(path: Path, model: Path) -> None:
 
 
 def _events(work: Path, endpoint: str) -> dict[str, Path]:
-    import boto3
-
     from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
 
     image = png(load_idx_dir(BUNDLED_MNIST).test_images[0])
-    s3 = boto3.client("s3", **_client_args(endpoint))
+    s3 = s3_client(endpoint)
     s3.create_bucket(Bucket="bench")
     s3.put_object(Bucket="bench", Key="uploads/digit.png", Body=image)
     events = {
@@ -198,16 +197,6 @@ def _multipart(image: bytes) -> tuple[bytes, str]:
 
     request = httpx.Request("POST", "http://x/predict", files={"file": ("d.png", image)})
     return request.read(), request.headers["content-type"]
-
-
-def _client_args(endpoint: str) -> dict:
-    env = aws_env(endpoint)
-    return {
-        "endpoint_url": endpoint,
-        "aws_access_key_id": env["AWS_ACCESS_KEY_ID"],
-        "aws_secret_access_key": env["AWS_SECRET_ACCESS_KEY"],
-        "region_name": env["AWS_DEFAULT_REGION"],
-    }
 
 
 def _pip(*args: str) -> None:

@@ -84,6 +84,20 @@ def aws_env(endpoint: str) -> dict[str, str]:
     }
 
 
+def s3_client(endpoint: str):
+    """A boto3 S3 client for the local endpoint, whatever the process environment says."""
+    import boto3
+
+    env = aws_env(endpoint)
+    return boto3.client(
+        "s3",
+        endpoint_url=endpoint,
+        region_name=env["AWS_DEFAULT_REGION"],
+        aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
+        aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
+    )
+
+
 def s3_event(bucket: str, key: str, size: int) -> dict:
     """An S3 ObjectCreated:Put notification as Lambda receives it (the key URL-encoded)."""
     from urllib.parse import quote_plus

@@ -8,7 +8,6 @@ import sys
 import time
 from pathlib import Path
 
-import boto3
 import httpx
 import pytest
 
@@ -16,7 +15,7 @@ import digitops
 from digitops.data.dataset import load_dataset
 from digitops.pipeline.runner import summarize
 
-from ..serving_helpers import aws_env, free_port, png, running_moto, s3_event
+from ..serving_helpers import aws_env, free_port, png, running_moto, s3_client, s3_event
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -117,13 +116,7 @@ def test_lambda_image_answers_s3_events(trained, mnist_slice, tmp_path):
     test = load_dataset(mnist_slice).split("test")
     with running_moto(tmp_path) as endpoint:
         env = aws_env(endpoint)
-        s3 = boto3.client(
-            "s3",
-            endpoint_url=endpoint,
-            region_name=env["AWS_DEFAULT_REGION"],
-            aws_access_key_id=env["AWS_ACCESS_KEY_ID"],
-            aws_secret_access_key=env["AWS_SECRET_ACCESS_KEY"],
-        )
+        s3 = s3_client(endpoint)
         s3.create_bucket(Bucket="digits")
         body = png(test.images[0])
         s3.put_object(Bucket="digits", Key="uploads/d.png", Body=body)

@@ -33,6 +33,7 @@ from digitops.fileio import atomic_dir, read_json, write_json
 log = logging.getLogger(__name__)
 
 RECORD = "deployment.json"
+SERVING = "digitops-serving"  # the Deployment and Service in manifests/serving
 
 
 class DeployError(DigitopsError):
@@ -187,9 +188,6 @@ def _kubernetes(config: Config, model: str) -> str:
     except OSError as exc:  # the API server cannot be reached
         raise DeployError(f"kubernetes: cannot reach the API server: {exc}") from None
     return cfg.endpoint or f"http://{SERVING}.{cfg.namespace}.svc:8000"
-
-
-SERVING = "digitops-serving"
 
 
 def render_manifests(directory: Path) -> list[dict]:
