@@ -19,16 +19,16 @@ import json
 import os
 import platform
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
 import time
-import urllib.request
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
+
+from digitops.net import NotReady, free_port, wait_for_url
 
 ROOT = Path(__file__).resolve().parents[1]
 LEVELS = (1, 8, 32)
@@ -59,7 +59,7 @@ def main() -> None:
         ],
     }
     for name, command in servers.items():
-        port = _free_port()
+        port = free_port()
         process = subprocess.Popen(
             command(port),
             stdout=subprocess.DEVNULL,
@@ -68,7 +68,11 @@ def main() -> None:
             start_new_session=True,  # LitServe and uvicorn workers are child processes
         )
         try:
-            _wait(f"http://127.0.0.1:{port}/health")
+            try:
+                health = f"http://127.0.0.1:{port}/health"
+                wait_for_url(health, 120, alive=lambda p=process: p.poll() is None)
+            except NotReady as exc:
+                raise SystemExit(f"{name}: {exc}") from None
             url = f"http://127.0.0.1:{port}/predict"
             asyncio.run(_load(url, body, 32, 300))  # warm-up
             results[name] = {
@@ -138,23 +142,6 @@ def _digit_png() -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(digit).resize((112, 112)).save(buffer, "PNG")
     return buffer.getvalue()
-
-
-def _free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def _wait(url: str, seconds: float = 120) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.3)
-    raise SystemExit(f"{url} did not come up")
 
 
 if __name__ == "__main__":

@@ -11,13 +11,12 @@ server. Used for the README's registry screenshot:
 from __future__ import annotations
 
 import argparse
-import socket
 import subprocess
 import sys
 import tempfile
-import time
-import urllib.request
 from pathlib import Path
+
+from digitops.net import NotReady, free_port, wait_for_url
 
 CHROMIUM = "/usr/bin/chromium"
 
@@ -29,9 +28,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, default=Path("docs/images/mlflow-registry.png"))
     args = parser.parse_args()
 
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
+    port = free_port()
     url = f"http://127.0.0.1:{port}"
     artifacts = tempfile.mkdtemp(prefix="mlflow-ui-")
     server = subprocess.Popen(
@@ -45,23 +42,15 @@ def main() -> None:
         stderr=subprocess.DEVNULL,
     )
     try:
-        _wait(f"{url}/health")
+        try:
+            wait_for_url(f"{url}/health", 90, alive=lambda: server.poll() is None)
+        except NotReady as exc:
+            raise SystemExit(f"mlflow server: {exc}") from None
         _screenshot(f"{url}/#/models/{args.model}", args.out)
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"wrote {args.out}")
-
-
-def _wait(health: str, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline:
-        try:
-            with urllib.request.urlopen(health, timeout=2):
-                return
-        except OSError:
-            time.sleep(0.5)
-    raise SystemExit(f"mlflow server did not answer at {health}")
 
 
 def _screenshot(page_url: str, out: Path) -> None:

@@ -1,11 +1,8 @@
 """Start and stop `digitops serve` on a free 127.0.0.1 port for tests."""
 
 import io
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from collections.abc import Callable, Iterator
 from contextlib import AbstractContextManager, contextmanager
 from pathlib import Path
@@ -13,24 +10,7 @@ from pathlib import Path
 import numpy as np
 from PIL import Image
 
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
-def wait_for(url: str, process: subprocess.Popen, log: Path, seconds: float = 90) -> None:
-    deadline = time.monotonic() + seconds
-    while True:
-        try:
-            with urllib.request.urlopen(url, timeout=2):
-                return
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                raise RuntimeError(f"{url} did not come up:\n{log.read_text()}") from None
-            time.sleep(0.3)
+from digitops.net import NotReady, free_port, wait_for_url
 
 
 @contextmanager
@@ -45,7 +25,10 @@ def running_server(
         process = subprocess.Popen(argv(port), stdout=stream, stderr=subprocess.STDOUT, cwd=work)
         url = f"http://127.0.0.1:{port}"
         try:
-            wait_for(f"{url}{health}", process, log)
+            try:
+                wait_for_url(f"{url}{health}", 90, alive=lambda: process.poll() is None)
+            except NotReady as exc:
+                raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
             yield url
         finally:
             process.terminate()

@@ -13,9 +13,10 @@ import pytest
 
 import digitops
 from digitops.data.dataset import load_dataset
+from digitops.net import free_port
 from digitops.pipeline.runner import summarize
 
-from ..serving_helpers import aws_env, free_port, png, running_moto, s3_client, s3_event
+from ..serving_helpers import aws_env, png, running_moto, s3_client, s3_event
 
 pytestmark = [pytest.mark.docker, pytest.mark.slow]
 
@@ -63,7 +64,7 @@ def test_pipeline_runs_in_the_component_image(tmp_path):
     assert set(tasks) == {
         *("prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy")
     }
-    assert tasks["evaluate"].metadata["metrics"]["accuracy"] > 0.5
+    assert tasks["evaluate"].metadata["metrics"]["test_accuracy"] > 0.5
     assert tasks["deploy"].metadata["metrics"]["smoke_accuracy"] >= 0.5
     # The tasks ran as this user in <root>/work: the MLflow store is there, and ours.
     store = root / "work" / "mlflow.db"

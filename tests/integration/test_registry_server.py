@@ -2,11 +2,8 @@
 
 import json
 import os
-import socket
 import subprocess
 import sys
-import time
-import urllib.request
 from pathlib import Path
 
 import pytest
@@ -15,6 +12,7 @@ from mlflow import MlflowClient
 from digitops.stages import evaluate, prepare, train
 
 from ..conftest import make_config
+from ..serving_helpers import running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -22,44 +20,19 @@ MODEL = "digit-classifier"
 DIGITOPS = [sys.executable, "-m", "digitops.cli"]
 
 
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return int(sock.getsockname()[1])
-
-
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory):
     """`mlflow server` with a SQLite store and a local artifact store, stopped after the tests."""
     root = tmp_path_factory.mktemp("mlflow-server")
-    port = free_port()
-    process = subprocess.Popen(
-        [
-            str(Path(sys.executable).with_name("mlflow")),
-            "server",
-            *("--host", "127.0.0.1", "--port", str(port)),
-            *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
-            *("--artifacts-destination", str(root / "artifacts")),
-            *("--workers", "1"),
-        ],
-        stdout=subprocess.DEVNULL,
-        stderr=open(root / "server.log", "w"),  # noqa: SIM115 (closed with the process)
-    )
-    url = f"http://127.0.0.1:{port}"
-    deadline = time.monotonic() + 90
-    while True:
-        try:
-            with urllib.request.urlopen(f"{url}/health", timeout=2) as response:
-                if response.status == 200:
-                    break
-        except OSError:
-            if process.poll() is not None or time.monotonic() > deadline:
-                process.kill()
-                pytest.fail("mlflow server did not start:\n" + (root / "server.log").read_text())
-            time.sleep(0.5)
-    yield url
-    process.terminate()
-    process.wait(timeout=30)
+    mlflow = [
+        *(str(Path(sys.executable).with_name("mlflow")), "server", "--host", "127.0.0.1"),
+        *("--backend-store-uri", f"sqlite:///{root / 'mlflow.db'}"),
+        *("--artifacts-destination", str(root / "artifacts"), "--workers", "1"),
+    ]
+    with running_server(
+        "mlflow", lambda port: [*mlflow, "--port", str(port)], "/health", root
+    ) as url:
+        yield url
 
 
 @pytest.fixture(scope="module")
@@ -100,7 +73,7 @@ def test_register_gate_promote_rollback_over_http(server: str, models, tmp_path:
 
     first = register(server, tmp_path, models["good"])
     assert first.returncode == 0, first.stderr
-    assert "gate: passed" in first.stdout and "promote --version 1" in first.stdout
+    assert "gate_passed: True" in first.stdout and "promote --version 1" in first.stdout
     version = client.get_model_version(MODEL, "1")
     assert version.aliases == ["candidate"]
     assert version.tags["gate"] == "passed"
