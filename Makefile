@@ -69,6 +69,7 @@ lint: install $(ACTIONLINT)
 	$(BIN)/ruff check src tests benchmarks manifests/aws scripts
 	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts
 	$(BIN)/mypy src
+	$(BIN)/lint-imports --no-cache --no-logo
 	$(DIGITOPS) pipeline compile >/dev/null && git diff --exit-code -- pipelines components
 
 format: install
@@ -80,9 +81,10 @@ bench: install
 	$(BIN)/python benchmarks/serve_latency.py
 	$(BIN)/python benchmarks/lambda_cold_start.py
 
-# Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build).
+# Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build): every extra,
+# so the one lock constrains each face's install (`pip install 'digitops[serve]' -c ...`).
 lock: install
-	$(BIN)/python -m pip install --quiet -e '.[dev,cluster]'
+	$(BIN)/python -m pip install --quiet -e '.[pipeline,serve,lambda,prepare,cluster,dev]'
 	{ head -3 requirements.lock; $(BIN)/python -m pip freeze --exclude-editable \
 	  | sed 's/^torch==\(.*\)+cpu$$/torch==\1/'; } > requirements.lock.new
 	mv requirements.lock.new requirements.lock

@@ -3,11 +3,11 @@ imports + model load + one prediction), and the installed size of the handler's 
 
     .venv/bin/python benchmarks/lambda_cold_start.py [--model artifacts/model] [--runs 5]
 
-The function's package is made as `docker/lambda.Dockerfile` makes it: `pip install --no-deps
---target` of `docker/requirements-lambda.txt`, `docker/prune-site-packages.sh`, byte-compiled
-(Lambda's file system is read-only, so nothing is compiled at start-up), plus the serving package
-and the model. The baseline, in the same run, is a plain `pip install --target` of the same
-requirements with their dependencies, neither pruned nor compiled. Each start is a new
+The function's package is made as `docker/lambda.Dockerfile` makes it: `pip install --target` of
+digitops with its `lambda` extra (pinned by requirements.lock) and `docker/requirements-lambda.txt`,
+`docker/prune-site-packages.sh`, byte-compiled (Lambda's file system is read-only, so nothing is
+compiled at start-up), plus the model. The baseline, in the same run, is a plain `pip install
+--target` of the same requirements, neither pruned nor compiled. Each start is a new
 interpreter with only the standard library and the package on its path (`python -S`), answering
 an HTTP event (Function URL) and an S3 event (a moto S3 server on 127.0.0.1). Prints JSON.
 """
@@ -60,7 +60,11 @@ def main() -> None:
 
     work = Path(tempfile.mkdtemp(prefix="digitops-lambda-bench-"))
     try:
-        packages = {"lean": _lean_package(work / "lean"), "plain": _plain_package(work / "plain")}
+        wheel = _wheel(work)
+        packages = {
+            "lean": _lean_package(work / "lean", wheel),
+            "plain": _plain_package(work / "plain", wheel),
+        }
         for package in packages.values():
             _add_function(package["path"], args.model)
         with running_moto(work) as endpoint:
@@ -80,36 +84,49 @@ def main() -> None:
     print(json.dumps(_report(results, args), indent=2))
 
 
-def _lean_package(path: Path) -> dict:
+def _lean_package(path: Path, wheel: Path) -> dict:
     deps = path / "deps"
-    _pip("--no-deps", "--target", str(deps), "-r", str(ROOT / "docker/requirements-lambda.txt"))
+    _install(deps, wheel)
+    shutil.rmtree(deps / "digitops" / "data" / "mnist")  # package data the function never reads
     subprocess.run(["sh", str(ROOT / "docker/prune-site-packages.sh"), str(deps)], check=True)
     subprocess.run([_python(), "-m", "compileall", "-q", "-j0", str(deps)], check=True)
     return {"path": path, "dependencies_mb": _mb(deps)}
 
 
-def _plain_package(path: Path) -> dict:
+def _plain_package(path: Path, wheel: Path) -> dict:
     deps = path / "deps"
-    requirements = [
-        line.split("#")[0].strip()
-        for name in ("requirements-serving.txt", "requirements-lambda.txt")
-        for line in (ROOT / "docker" / name).read_text().splitlines()
-        if line.strip() and not line.startswith(("#", "-r"))
-    ]
-    _pip("--target", str(deps), "--no-compile", *requirements)
+    _install(deps, wheel, "--no-compile")
     return {"path": path, "dependencies_mb": _mb(deps)}
 
 
+def _install(deps: Path, wheel: Path, *options: str) -> None:
+    """digitops's `lambda` extra and the runtime interface client, pinned as the image pins them."""
+    _pip(
+        *("--target", str(deps), *options, "-c", str(ROOT / "requirements.lock")),
+        *(f"{wheel}[lambda]", "-r", str(ROOT / "docker/requirements-lambda.txt")),
+    )
+
+
+def _wheel(work: Path) -> Path:
+    """digitops's wheel, built from a copy of the sources (no build folder in the checkout)."""
+    source = work / "source"
+    shutil.copytree(ROOT / "src", source / "src", ignore=shutil.ignore_patterns("__py*", "*.egg*"))
+    for name in ("pyproject.toml", "README.md"):
+        shutil.copy(ROOT / name, source / name)
+    done = subprocess.run(
+        [_python(), "-m", "pip", "wheel", "--quiet", "--no-deps", "-w", str(work), str(source)],
+        capture_output=True,
+        text=True,
+    )
+    if done.returncode != 0:
+        raise SystemExit(f"pip wheel failed:\n{done.stderr}")
+    return next(work.glob("digitops-*.whl"))
+
+
 def _add_function(path: Path, model: Path) -> None:
-    """The serving package (as the Dockerfile copies it) and the model, beside the dependencies."""
-    task = path / "task" / "digitops"
-    task.mkdir(parents=True)
-    source = ROOT / "src" / "digitops"
-    (task / "data").mkdir()
-    for name in ("__init__.py", "errors.py", "data/__init__.py", "data/descriptors.py"):
-        shutil.copy(source / name, task / name)
-    shutil.copytree(source / "serving", task / "serving", ignore=shutil.ignore_patterns("__py*"))
-    subprocess.run([_python(), "-m", "compileall", "-q", str(task)], check=True)
+    """The model beside the function's package (digitops is installed in it); `task` is the
+    function's working directory, as Lambda's /var/task."""
+    (path / "task").mkdir()
     (path / "model").mkdir()
     for name in ("model.onnx", "model.json"):
         shutil.copy(model / name, path / "model" / name)

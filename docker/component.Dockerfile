@@ -1,5 +1,6 @@
 # The component image: every stage of the pipeline (torch, Lightning, Ray, Captum, Evidently,
-# MLflow with PostgreSQL and S3 clients for the MLflow server manifest) and the `digitops` CLI.
+# MLflow with PostgreSQL and S3 clients for the MLflow server manifest) and the `digitops` CLI:
+# digitops with its `pipeline` and `cluster` extras.
 #
 #   docker build -f docker/component.Dockerfile -t ghcr.io/digitops/digitops:0.1.0 .
 #   BASE_IMAGE: any Debian-based Python 3.11 image (`make images` builds from a locally made one).
@@ -13,19 +14,16 @@ ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /app
 COPY requirements.lock pyproject.toml /app/
-COPY ${WHEELS} /tmp/wheels/
-# The runtime dependencies (pyproject's, plus the `cluster` extra), pinned by the lock.
-RUN python3 -m venv /opt/venv \
-    && python3 -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['cluster']))" > /tmp/runtime.txt \
-    && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels \
-        -c requirements.lock -r /tmp/runtime.txt
-# digitops itself, editable: the environment points at /app/src, which stage 2 fills, so a
-# source change does not rebuild this stage. (Editable also keeps the bundled MNIST under
-# /app/data beside the source, where digitops looks for it.)
-COPY README.md /app/
 COPY src/digitops/__init__.py /app/src/digitops/__init__.py
-RUN /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels --no-deps -e .
+COPY ${WHEELS} /tmp/wheels/
+# The `pipeline` and `cluster` extras, pinned by the lock, and digitops itself, editable: the
+# environment points at /app/src, which stage 2 fills (the bundled MNIST included: it is package
+# data under src/digitops/data/mnist), so a source edit does not rebuild this stage. README.md,
+# which pyproject names, is a stand-in here so that a README edit does not reinstall either.
+RUN touch README.md \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/wheels \
+        -c requirements.lock -e '.[pipeline,cluster]'
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
@@ -39,10 +37,11 @@ RUN useradd --uid 1000 --create-home --shell /usr/sbin/nologin digitops \
 COPY --from=build /opt/venv /opt/venv
 WORKDIR /app
 COPY pyproject.toml README.md /app/
-COPY data/mnist /app/data/mnist
 COPY configs /app/configs
 # The deploy task's `kubernetes` target applies these from inside the cluster.
 COPY manifests/serving /app/manifests/serving
+# ...as kustomize renders them (scripts/images.sh runs `kubectl kustomize`; no kubectl here).
+COPY docker/rendered/serving.yaml /app/manifests/serving.yaml
 COPY src /app/src
 RUN python3 -m compileall -q /app/src && digitops --help >/dev/null
 

@@ -1,5 +1,6 @@
-# The serverless variant: the serving package on AWS Lambda (S3 events and a Function URL).
-# Only the serving dependencies (no torch); the model is baked in at /opt/model (MODEL_DIR).
+# The serverless variant: the serving package on AWS Lambda (S3 events and a Function URL):
+# digitops with its `lambda` extra (no torch, no CLI); the model is baked in at /opt/model
+# (MODEL_DIR).
 #
 #   docker build -f docker/lambda.Dockerfile --build-arg MODEL_DIR=artifacts/model \
 #       -t ghcr.io/digitops/lambda:0.1.0 .
@@ -13,14 +14,28 @@ FROM ${BASE_IMAGE} AS build
 ARG WHEELS=docker/wheels
 ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY docker/requirements-serving.txt docker/requirements-lambda.txt docker/prune-site-packages.sh /tmp/build/
+WORKDIR /tmp/build
+COPY requirements.lock docker/requirements-lambda.txt docker/prune-site-packages.sh /tmp/build/
+COPY pyproject.toml /tmp/build/stub/
+COPY src/digitops/__init__.py /tmp/build/stub/src/digitops/
 COPY ${WHEELS} /tmp/build/wheels/
-# The complete pinned closure (--no-deps), minus what inference never loads, compiled now because
-# Lambda's file system is read-only and would otherwise compile at every cold start.
-RUN python3 -m pip install --no-cache-dir --no-deps --find-links /tmp/build/wheels \
-        --target /var/task -r /tmp/build/requirements-lambda.txt \
-    && sh /tmp/build/prune-site-packages.sh /var/task \
+# digitops's `lambda` extra, pinned by the lock, and the runtime interface client, installed with a
+# stand-in for digitops (its __init__ and an empty README), so a source edit does not reinstall
+# them; then what inference never loads goes, and the rest is compiled now because Lambda's file
+# system is read-only and would otherwise compile at every cold start.
+RUN touch stub/README.md \
+    && python3 -m pip install --no-cache-dir --find-links wheels -c requirements.lock \
+        --target /var/task './stub[lambda]' -r requirements-lambda.txt \
+    && sh prune-site-packages.sh /var/task \
     && python3 -m compileall -q -j0 /var/task
+# digitops itself: a wheel built from the source replaces the stand-in. The bundled MNIST in it
+# is package data that the function never reads: it goes.
+COPY pyproject.toml README.md /tmp/build/digitops/
+COPY src /tmp/build/digitops/src
+RUN python3 -m pip install --no-cache-dir --find-links wheels --no-deps --upgrade \
+        --target /var/task ./digitops \
+    && rm -rf /var/task/digitops/data/mnist \
+    && python3 -m compileall -q /var/task/digitops
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
@@ -32,13 +47,7 @@ ENV LAMBDA_TASK_ROOT=/var/task \
     PYTHONDONTWRITEBYTECODE=1
 WORKDIR ${LAMBDA_TASK_ROOT}
 COPY --from=build /var/task ${LAMBDA_TASK_ROOT}
-# The serving package and the two modules it shares with the stages (tests/unit/serving checks
-# that it imports no other part of digitops).
-COPY src/digitops/__init__.py src/digitops/errors.py ${LAMBDA_TASK_ROOT}/digitops/
-COPY src/digitops/data/__init__.py src/digitops/data/descriptors.py ${LAMBDA_TASK_ROOT}/digitops/data/
-COPY src/digitops/serving ${LAMBDA_TASK_ROOT}/digitops/serving
 COPY ${MODEL_DIR}/ /opt/model/
-RUN python3 -m compileall -q "${LAMBDA_TASK_ROOT}/digitops"
 
 USER 1000
 ENTRYPOINT ["python3", "-m", "awslambdaric"]

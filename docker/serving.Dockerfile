@@ -1,5 +1,6 @@
 # The serving image: the FastAPI service on onnxruntime, with MLflow's client (mlflow-skinny) to
-# resolve `models:/` URIs. No torch, Lightning, Ray, Captum or Evidently.
+# resolve `models:/` URIs: digitops with its `serve` extra. No torch, Lightning, Ray, Captum or
+# Evidently.
 #
 #   docker build -f docker/serving.Dockerfile -t ghcr.io/digitops/serving:0.1.0 .
 #   docker run -p 8000:8000 -e DIGITOPS_MODEL=models:/digit-classifier@production \
@@ -12,17 +13,28 @@ FROM ${BASE_IMAGE} AS build
 ARG WHEELS=docker/wheels
 ARG PIP_NO_INDEX
 ENV PIP_DISABLE_PIP_VERSION_CHECK=1
-COPY requirements.lock docker/requirements-serving.txt docker/prune-site-packages.sh /tmp/build/
+WORKDIR /tmp/build
+COPY requirements.lock docker/prune-site-packages.sh /tmp/build/
+COPY pyproject.toml /tmp/build/stub/
+COPY src/digitops/__init__.py /tmp/build/stub/src/digitops/
 COPY ${WHEELS} /tmp/build/wheels/
-# The serving closure without onnxruntime's model tooling (--no-deps), then uvicorn and the MLflow
-# client with their dependencies, pinned by the lock; then what inference never loads goes.
-RUN python3 -m venv /opt/venv \
-    && /opt/venv/bin/pip install --no-cache-dir --no-deps --find-links /tmp/build/wheels \
-        -r /tmp/build/requirements-serving.txt \
-    && /opt/venv/bin/pip install --no-cache-dir --find-links /tmp/build/wheels \
-        -c /tmp/build/requirements.lock uvicorn mlflow-skinny \
-    && sh /tmp/build/prune-site-packages.sh /opt/venv/lib/python3.11/site-packages \
+# digitops's `serve` extra, pinned by the lock, installed with a stand-in for digitops (its
+# __init__ and an empty README), so a source edit does not reinstall the dependencies; then what
+# inference never loads goes.
+RUN touch stub/README.md \
+    && python3 -m venv /opt/venv \
+    && /opt/venv/bin/pip install --no-cache-dir --find-links wheels -c requirements.lock \
+        './stub[serve]' \
+    && sh prune-site-packages.sh /opt/venv/lib/python3.11/site-packages \
     && python3 -m compileall -q /opt/venv/lib/python3.11/site-packages
+# digitops itself: a wheel built from the source replaces the stand-in. Its static page is package
+# data; so is the bundled MNIST, which serving never reads: it goes.
+COPY pyproject.toml README.md /tmp/build/digitops/
+COPY src /tmp/build/digitops/src
+RUN /opt/venv/bin/pip install --no-cache-dir --find-links wheels --no-deps --force-reinstall \
+        ./digitops \
+    && rm -rf /opt/venv/lib/python3.11/site-packages/digitops/data/mnist \
+    && python3 -m compileall -q /opt/venv/lib/python3.11/site-packages/digitops
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
@@ -32,19 +44,12 @@ ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \
     PYTHONDONTWRITEBYTECODE=1 \
-    PYTHONPATH=/app \
     DIGITOPS_MODEL=/opt/model \
     PORT=8000 \
     WORKERS=1
 RUN useradd --uid 1000 --no-create-home --shell /usr/sbin/nologin digitops
 COPY --from=build /opt/venv /opt/venv
-# The serving package and the two modules it shares with the stages (tests/unit/serving checks
-# that it imports no other part of digitops), and the model, if one is baked in.
-COPY src/digitops/__init__.py src/digitops/errors.py /app/digitops/
-COPY src/digitops/data/__init__.py src/digitops/data/descriptors.py /app/digitops/data/
-COPY src/digitops/serving /app/digitops/serving
 COPY ${MODEL_DIR}/ /opt/model/
-RUN python3 -m compileall -q /app
 
 USER 1000
 EXPOSE 8000

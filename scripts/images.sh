@@ -16,13 +16,16 @@ sh scripts/docker-engine.sh
 case "$base" in digitops/base:*) sh scripts/base-image.sh "$base" ;; esac
 
 echo "wheelhouse: docker/wheels"
-runtime=$(mktemp)
-$python -c "import tomllib; p = tomllib.load(open('pyproject.toml', 'rb'))['project']; \
-print('\n'.join(p['dependencies'] + p['optional-dependencies']['cluster']))" > "$runtime"
+# digitops's wheel and every extra an image installs (pipeline and cluster: the component image;
+# serve: the serving image, part of pipeline; lambda: the Lambda image), pinned by the lock, and
+# setuptools, which builds digitops inside the images. Built from a copy of the sources so no
+# build/ folder is left in the checkout.
+source=$(mktemp -d)
+cp -R pyproject.toml README.md src "$source/"
 pip_wheel() { $python -m pip wheel --quiet --wheel-dir docker/wheels "$@" 2>&1 | grep -v "is ignored" || true; }
-pip_wheel -c requirements.lock -r "$runtime" "setuptools>=68" uvicorn mlflow-skinny
+pip_wheel -c requirements.lock "$source[pipeline,lambda,cluster]" "setuptools>=77"
 pip_wheel --no-deps -r docker/requirements-lambda.txt
-rm -f "$runtime"
+rm -rf "$source"
 
 build() {  # NAME DOCKERFILE [BUILD ARG...]
   name=$1 file=$2
@@ -31,6 +34,9 @@ build() {  # NAME DOCKERFILE [BUILD ARG...]
   docker build --quiet -f "$file" -t "$registry/$name:$version" \
     --build-arg BASE_IMAGE="$base" --build-arg PIP_NO_INDEX=1 "$@" .
 }
+# The serving kustomization rendered by kustomize, for the deploy task in the component image
+# (no kubectl there): docker/component.Dockerfile copies it (src/digitops/deploy/kubernetes.py).
+mkdir -p docker/rendered && kubectl kustomize manifests/serving > docker/rendered/serving.yaml
 build digitops docker/component.Dockerfile
 build serving docker/serving.Dockerfile ${model:+--build-arg MODEL_DIR="$model"}
 build lambda docker/lambda.Dockerfile ${model:+--build-arg MODEL_DIR="$model"}

@@ -61,7 +61,7 @@ class DigitsLambdaStack(cdk.Stack):
                 str(REPO),
                 file="docker/lambda.Dockerfile",
                 build_args={"MODEL_DIR": model_dir},
-                exclude=["data", "configs", "requirements.lock", "docker/wheels"],
+                exclude=["data", "configs", "docker/wheels"],
             ),
             architecture=lambda_.Architecture.X86_64,
             memory_size=memory_mb,  # memory buys CPU: 1 GiB keeps cold starts under a second

@@ -9,13 +9,16 @@ import gzip
 import hashlib
 import zlib
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 import numpy as np
 
 from digitops.errors import DataError
 
-BUNDLED_MNIST = Path(__file__).resolve().parents[3] / "data" / "mnist"
+# Package data (src/digitops/data/mnist, in the wheel too), so an installed digitops finds it
+# wherever it lives; the checkout's data/mnist is a link to the same folder.
+BUNDLED_MNIST = Path(str(resources.files("digitops.data") / "mnist"))
 CHECKSUM_FILE = "SHA256SUMS"
 IDX_FILES = {
     "train_images": "train-images-idx3-ubyte",
@@ -23,7 +26,7 @@ IDX_FILES = {
     "test_images": "t10k-images-idx3-ubyte",
     "test_labels": "t10k-labels-idx1-ubyte",
 }
-_RESTORE_HINT = "restore it (e.g. `git checkout data/mnist`) or fetch the original file"
+_RESTORE_HINT = "restore it (`git checkout src/digitops/data/mnist`) or fetch the original file"
 _UBYTE = 0x08
 
 

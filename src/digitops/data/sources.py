@@ -40,7 +40,7 @@ class RawData:
 
 
 def bundled_mnist_dir() -> Path:
-    """The embedded MNIST copy: $DIGITOPS_MNIST_DIR, else the repository's data/mnist."""
+    """The embedded MNIST copy: $DIGITOPS_MNIST_DIR, else the bundled copy (package data)."""
     return Path(os.environ.get("DIGITOPS_MNIST_DIR", BUNDLED_MNIST))
 
 

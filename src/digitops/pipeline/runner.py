@@ -18,7 +18,6 @@ from digitops.errors import DigitopsError
 
 log = logging.getLogger(__name__)
 
-REPO = Path(__file__).resolve().parents[3]
 PIPELINE_FILE = "digits.yaml"
 
 
@@ -51,6 +50,21 @@ class TaskSummary:
     outputs: dict[str, Any] = field(default_factory=dict)
     artifacts: dict[str, str] = field(default_factory=dict)
     metadata: dict[str, dict[str, Any]] = field(default_factory=dict)
+
+    def lines(self) -> list[str]:
+        """The console summary: output parameters, then each artifact with its metadata."""
+        rows = [f"  {self.name}"]
+        rows += [f"    {key}: {value}" for key, value in self.outputs.items()]
+        for name, uri in self.artifacts.items():
+            details = ", ".join(
+                f"{k}={_show(v)}" for k, v in self.metadata[name].items() if k != "confusionMatrix"
+            )
+            rows.append(f"    {name}: {uri}" + (f"  ({details})" if details else ""))
+        return rows
+
+
+def _show(value: Any) -> str:
+    return f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else str(value)
 
 
 def run_local(
