@@ -30,8 +30,8 @@ class PrepareConfig(Section):
     classes: list[str] | None = Field(None, description="expected class names; others are errors")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training pool for val")
     test_fraction: float = Field(0.15, gt=0, lt=1, description="test share when no test split")
-    limit: int | None = Field(None, gt=0, description="cap on training-pool and test images")
-    seed: int = 0
+    limit: int = Field(0, ge=0, description="cap on training-pool and test images; 0 = all")
+    seed: int = 42
 
 
 class AugmentConfig(Section):
@@ -121,7 +121,7 @@ class TuneConfig(Section):
     ray_address: str | None = Field(
         None, description="Ray cluster (default: $RAY_ADDRESS, else local)"
     )
-    seed: int = 0
+    seed: int = 42
 
 
 class EvaluateConfig(Section):
@@ -194,7 +194,7 @@ class TrackingConfig(Section):
     """MLflow tracking. The URI defaults to $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
 
     enabled: bool = True
-    uri: str | None = None
+    uri: str = Field("", description="empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
     experiment: str = "digitops"
 
 
@@ -239,30 +239,62 @@ TUNABLE = _tunable_keys()
 
 def apply_params(config: Config, params: dict[str, Any]) -> Config:
     """`config` with dotted `section.key` values replaced (e.g. the tuned parameters)."""
-    raw = config.model_dump()
-    for key, value in params.items():
-        section, _, name = key.partition(".")
+    for key in params:
         if key not in TUNABLE:
             raise ConfigError(f"parameter '{key}' is not a tunable key ({', '.join(TUNABLE)})")
-        raw[section][name] = value
-    try:
-        return Config.model_validate(raw)
-    except ValidationError as exc:
-        raise ConfigError(_describe(exc, None)) from None
+    return with_values(config, params)
+
+
+def with_values(config: Config, values: dict[str, Any]) -> Config:
+    """`config` with typed values set by dotted key (`train.epochs`), validated."""
+    raw = config.model_dump()
+    for key, value in values.items():
+        _set(raw, key, value)
+    return _validate(raw, None)
 
 
 def current_params(config: Config, keys: list[str]) -> dict[str, Any]:
     """The values `config` holds for dotted `section.key` names."""
-    return {
-        key: getattr(getattr(config, key.partition(".")[0]), key.partition(".")[2]) for key in keys
-    }
+    return {key: value_at(config, key) for key in keys}
 
 
-def load_config(path: Path | None = None, overrides: list[str] | None = None) -> Config:
-    """Build the config from defaults, an optional YAML file and `key=value` overrides."""
+def value_at(config: Config, key: str) -> Any:
+    """The value of one dotted key, e.g. `value_at(Config(), "train.epochs")`."""
+    node: Any = config
+    for part in key.split("."):
+        node = getattr(node, part)
+    return node
+
+
+def parse_override(item: str, flag: str = "--set") -> tuple[str, Any]:
+    """`key=value` → (key, value typed as YAML reads it: 3 → int, 0.9 → float; empty → None).
+    The one parser of overrides, for `--set` and for pipeline `--param` alike."""
+    key, sep, text = item.partition("=")
+    if not sep or not key.strip():
+        raise ConfigError(f"{flag} {item!r}: expected key=value, e.g. train.epochs=3")
+    try:
+        value = yaml.safe_load(text) if text.strip() else None
+    except yaml.YAMLError:
+        value = text
+    return key.strip(), value
+
+
+def load_config(
+    path: Path | None = None,
+    overrides: list[str] | None = None,
+    values: dict[str, Any] | None = None,
+) -> Config:
+    """Build the config from defaults, an optional YAML file, `key=value` overrides and typed
+    `values` by dotted key (later ones win)."""
     raw: dict[str, Any] = _read_yaml(path) if path is not None else {}
     for item in overrides or []:
-        _apply_override(raw, item)
+        _set(raw, *parse_override(item))
+    for key, value in (values or {}).items():
+        _set(raw, key, value)
+    return _validate(raw, path)
+
+
+def _validate(raw: dict[str, Any], path: Path | None) -> Config:
     try:
         return Config.model_validate(raw)
     except ValidationError as exc:
@@ -283,21 +315,15 @@ def _read_yaml(path: Path) -> dict[str, Any]:
     return data
 
 
-def _apply_override(raw: dict[str, Any], item: str) -> None:
-    key, sep, text = item.partition("=")
-    if not sep or not key.strip():
-        raise ConfigError(f"--set {item!r}: expected section.key=value, e.g. train.epochs=3")
-    parts = key.strip().split(".")
+def _set(raw: dict[str, Any], key: str, value: Any) -> None:
+    parts = key.split(".")
     node = raw
     for part in parts[:-1]:
         child = node.setdefault(part, {})
         if not isinstance(child, dict):
-            raise ConfigError(f"--set {item!r}: {part!r} is a value, not a section")
+            raise ConfigError(f"{key!r}: {part!r} is a value, not a section")
         node = child
-    try:
-        node[parts[-1]] = yaml.safe_load(text) if text.strip() else None
-    except yaml.YAMLError:
-        node[parts[-1]] = text
+    node[parts[-1]] = value
 
 
 def _describe(exc: ValidationError, path: Path | None) -> str:

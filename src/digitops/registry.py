@@ -12,7 +12,7 @@ import getpass
 import json
 from dataclasses import dataclass
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, Protocol
 
 from digitops.config import RegistryConfig, TrackingConfig
 from digitops.errors import DigitopsError
@@ -153,6 +153,49 @@ def production_stack(entries: list[dict[str, Any]]) -> list[int]:
         if not stack or stack[-1] != entry["version"]:
             stack.append(entry["version"])
     return stack
+
+
+class DriftFinding(Protocol):
+    """What the gate reads of a drift verdict (`digitops.contracts.DriftVerdict`)."""
+
+    @property
+    def drifted(self) -> bool: ...
+    @property
+    def drifted_share(self) -> float: ...
+    @property
+    def drifted_columns(self) -> list[str]: ...
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a version may become a candidate, and why not."""
+
+    passed: bool
+    reasons: list[str]
+
+
+def gate(
+    cfg: RegistryConfig,
+    accuracy: float,
+    production: Version | None,
+    drift: DriftFinding | None,
+) -> GateDecision:
+    """The gate, decided here only: accuracy at or above the threshold, no regression against
+    production beyond the tolerance, no blocking drift. Every rule that fails is named."""
+    reasons = []
+    if accuracy < cfg.accuracy_threshold:
+        reasons.append(f"test accuracy {accuracy:.4f} < threshold {cfg.accuracy_threshold}")
+    candidate = Version(0, [], {"test_accuracy": str(accuracy)})
+    if production is not None and regression(candidate, production, cfg.regression_tolerance):
+        reasons.append(
+            f"test accuracy {accuracy:.4f} regresses from production version "
+            f"{production.number} ({production.accuracy:.4f}) by more than "
+            f"{cfg.regression_tolerance}"
+        )
+    if drift is not None and drift.drifted and cfg.drift_blocks:
+        columns = ", ".join(drift.drifted_columns)
+        reasons.append(f"data drift ({drift.drifted_share:.0%} of columns: {columns})")
+    return GateDecision(not reasons, reasons)
 
 
 def regression(version: Version, production: Version, tolerance: float) -> bool:

@@ -14,6 +14,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from digitops.config import TrackingConfig
+from digitops.results import StageResult, log_to_mlflow
 
 if TYPE_CHECKING:
     import mlflow
@@ -53,11 +54,7 @@ def start_run(
 
 
 def add_to_run(
-    cfg: TrackingConfig,
-    run_id: str,
-    stage: str,
-    metrics: dict[str, float],
-    artifacts: Path,
+    cfg: TrackingConfig, run_id: str, stage: str, result: StageResult, artifacts: Path
 ) -> None:
     """Add a later stage's metrics and output directory (under `stage/`) to an existing run."""
     import mlflow
@@ -65,7 +62,7 @@ def add_to_run(
 
     try:
         with start_run(cfg, run_name=stage, run_id=run_id):
-            mlflow.log_metrics(metrics)
+            log_to_mlflow(result)
             mlflow.log_artifacts(str(artifacts), artifact_path=stage)
     except MlflowException as exc:
         # The model may come from another tracking store; the outputs on disk are complete.

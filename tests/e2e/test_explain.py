@@ -45,7 +45,7 @@ def test_explanation_writes_metrics_figures_and_report(explained):
 def test_explanation_is_added_to_the_training_run(work: Path, trained, explained):
     mlflow.set_tracking_uri(f"sqlite:///{work / 'mlflow.db'}")
     run = mlflow.get_run(trained.mlflow_run_id)
-    assert "explain_integrated_gradients_auc_ratio" in run.data.metrics
+    assert "integrated_gradients_auc_ratio" in run.data.metrics
     files = {a.path for a in mlflow.MlflowClient().list_artifacts(run.info.run_id, "explanation")}
     assert "explanation/report.html" in files
 

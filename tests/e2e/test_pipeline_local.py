@@ -84,8 +84,7 @@ def test_every_task_produced_its_artifacts(local_run):
     assert tasks["train"].outputs["Output"] == tasks["train"].metadata["model"]["mlflow_run_id"]
 
     evaluation = tasks["evaluate"]
-    accuracy = evaluation.metadata["metrics"]["accuracy"]
-    assert evaluation.outputs["Output"] is (accuracy >= 0.5)
+    assert evaluation.metadata["metrics"]["test_accuracy"] >= 0.5
     matrix = evaluation.metadata["confusion"]["confusionMatrix"]
     assert len(matrix["annotationSpecs"]) == 10
     assert sum(sum(row["row"]) for row in matrix["rows"]) == 3000
@@ -101,8 +100,8 @@ def test_every_task_produced_its_artifacts(local_run):
     assert drifted.outputs["Output"] is verdict["drifted"] is False
     assert verdict["current_images"] == 3000 and "predicted" in verdict["columns"]
 
-    # evaluate's accuracy check let register run; the gate passed (threshold 0.5, no production,
-    # no drift), so the version is the candidate, waiting for a person (approval: manual).
+    # The gate passed (threshold 0.5, no production, no drift), so the version is the
+    # candidate, waiting for a person (approval: manual).
     registered = tasks["register"]
     assert registered.outputs["Output"] is True
     summary = registered.metadata["registered"]
@@ -121,7 +120,25 @@ def test_run_is_tracked_in_the_working_directory(local_run):
     cwd, result = local_run
     assert (cwd / "mlflow.db").is_file()
     assert "pipeline run finished" in result.stdout
-    assert "accuracy=" in result.stdout
+    assert "test_accuracy=" in result.stdout
+
+
+def test_the_pipeline_and_the_cli_prepare_the_same_dataset_version(local_run):
+    """Both take their seeds and defaults from `Config()`: same data, same version hash."""
+    cwd, _ = local_run
+    (run_dir,) = (cwd / "artifacts" / "pipeline-root").iterdir()
+    tasks = {task.name: task for task in summarize(run_dir)}
+    out = cwd / "cli-dataset"
+    cli = subprocess.run(
+        [sys.executable, "-m", "digitops.cli", "prepare", "--limit", "3000", "--out", str(out)],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
+    assert cli.returncode == 0, cli.stderr
+    version = json.loads((out / "manifest.json").read_text())["version"]
+    assert tasks["prepare"].metadata["dataset"]["version"] == version
 
 
 def test_failing_stage_stops_the_run_and_is_named(tmp_path: Path):

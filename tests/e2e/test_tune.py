@@ -7,6 +7,8 @@ import mlflow
 import pandas as pd
 import pytest
 
+from digitops.contracts import BestParams
+from digitops.model.artifact import MODEL_CARD
 from digitops.stages import tune, tune_report
 
 from ..conftest import make_config
@@ -28,12 +30,12 @@ def test_search_writes_best_params_trial_table_and_child_runs(tmp_path: Path, mn
     config = make_config(tmp_path, "tune.trials=2", *TINY)
     result = tune.run(config, mnist_slice, tmp_path / "tune")
 
-    assert result.searched and result.trials == 2 and result.failed == 0
+    assert result.searched and result.trials == 2 and result.failed_trials == 0
     assert result.baseline_val_accuracy is not None
     assert result.best_val_accuracy >= result.baseline_val_accuracy > 0.5
     best = json.loads((tmp_path / "tune" / tune.BEST).read_text())
     assert set(best["params"]) == set(config.tune.space)
-    assert best["val_accuracy"] == pytest.approx(result.best_val_accuracy)
+    assert best["best_val_accuracy"] == pytest.approx(result.best_val_accuracy)
 
     table = pd.read_csv(tmp_path / "tune" / tune_report.TRIALS_CSV)
     assert len(table) == 2 and table["baseline"].sum() == 1
@@ -56,7 +58,7 @@ def test_failing_trial_is_reported_and_the_search_goes_on(tmp_path: Path, mnist_
     )
     result = tune.run(config, mnist_slice, tmp_path / "tune")
 
-    assert result.trials == 2 and result.failed == 1
+    assert result.trials == 2 and result.failed_trials == 1
     table = pd.read_csv(tmp_path / "tune" / tune_report.TRIALS_CSV).fillna("")
     failed = table[table["status"] == "failed"].iloc[0]
     assert failed["model.dropout"] == 1.5 and "model.dropout" in failed["error"]
@@ -82,7 +84,7 @@ def test_every_trial_failing_fails_the_stage_with_one_message(tmp_path: Path, mn
 def test_zero_trials_records_the_configured_values(tmp_path: Path, mnist_slice: Path):
     result = tune.run(make_config(tmp_path, "tune.trials=0"), mnist_slice, tmp_path / "tune")
     assert not result.searched and result.best_params == {}
-    assert tune.load_best_params(tmp_path / "tune") == {}
+    assert BestParams.read(tmp_path / "tune").params == {}
     assert "skipped" in (tmp_path / "tune" / tune_report.REPORT).read_text()
 
 
@@ -93,7 +95,7 @@ def test_train_uses_the_tuned_params_and_their_augmentation(tmp_path: Path, mnis
     config = make_config(tmp_path, "train.epochs=1")
     train.run(config, mnist_slice, tmp_path / "model", params)
 
-    card = json.loads((tmp_path / "model" / train.MODEL_CARD).read_text())
+    card = json.loads((tmp_path / "model" / MODEL_CARD).read_text())
     assert card["hyperparameters"]["model"]["width"] == 6
     affine = card["augmentation"]["transform"]["transforms"][0]
     assert affine["rotate"] == [-3.0, 3.0]

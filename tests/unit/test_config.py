@@ -2,7 +2,7 @@ from pathlib import Path
 
 import pytest
 
-from digitops.config import Config, apply_params, load_config
+from digitops.config import Config, apply_params, load_config, parse_override
 from digitops.errors import ConfigError
 
 REPO = Path(__file__).resolve().parents[2]
@@ -39,7 +39,7 @@ def test_invalid_value_names_key():
 
 
 def test_set_without_equals_is_an_error():
-    with pytest.raises(ConfigError, match="section.key=value"):
+    with pytest.raises(ConfigError, match="expected key=value"):
         load_config(None, ["train.epochs"])
 
 
@@ -101,10 +101,30 @@ def test_baseline_outside_a_choice_is_refused_before_ray_starts(tmp_path: Path):
 
 
 def test_best_params_file_errors_are_one_line(tmp_path: Path):
-    from digitops.stages.tune import load_best_params
+    from digitops.contracts import BestParams
+    from digitops.errors import DataError
 
-    with pytest.raises(ConfigError, match="run `digitops tune` first"):
-        load_best_params(tmp_path / "missing.json")
+    with pytest.raises(DataError, match="not found; it should hold a best-parameters file"):
+        BestParams.read(tmp_path / "missing.json")
     (tmp_path / "bad.json").write_text('{"something": 1}')
-    with pytest.raises(ConfigError, match="not a best-parameters file"):
-        load_best_params(tmp_path / "bad.json")
+    with pytest.raises(DataError, match="not a best-parameters file"):
+        BestParams.read(tmp_path / "bad.json")
+
+
+def test_one_override_parser_types_values_for_the_cli_and_the_pipeline():
+    assert parse_override("train.epochs=3") == ("train.epochs", 3)
+    assert parse_override("registry.accuracy_threshold=0.99") == (
+        "registry.accuracy_threshold",
+        0.99,
+    )
+    assert parse_override("prepare.source=data/x") == ("prepare.source", "data/x")
+    assert parse_override("tracking.uri=") == ("tracking.uri", None)
+    with pytest.raises(ConfigError, match="--param 'epochs': expected key=value"):
+        parse_override("epochs", flag="--param")
+
+
+def test_typed_values_win_over_overrides_and_are_validated():
+    config = load_config(None, ["train.epochs=3"], {"train.epochs": 5, "prepare.limit": 0})
+    assert config.train.epochs == 5 and config.prepare.limit == 0  # 0 = all images
+    with pytest.raises(ConfigError, match="'prepare.limit'"):
+        load_config(values={"prepare.limit": -1})

@@ -1,14 +1,15 @@
 """The registration gate's rules and the production history replay, without a registry."""
 
+from types import SimpleNamespace
+
 import pytest
 
 from digitops.config import RegistryConfig
-from digitops.registry import Version, production_stack
-from digitops.stages.register import gate
+from digitops.registry import Version, gate, production_stack
 
 PRODUCTION = Version(3, ["production"], {"test_accuracy": "0.9960"})
-NO_DRIFT = {"drifted": False, "drifted_share": 0.0, "drifted_columns": []}
-DRIFT = {"drifted": True, "drifted_share": 0.6, "drifted_columns": ["ink_fraction"]}
+NO_DRIFT = SimpleNamespace(drifted=False, drifted_share=0.0, drifted_columns=[])
+DRIFT = SimpleNamespace(drifted=True, drifted_share=0.6, drifted_columns=["ink_fraction"])
 
 
 def test_a_better_model_without_drift_passes():

@@ -1,13 +1,13 @@
 from pathlib import Path
 
 import numpy as np
-import onnxruntime as ort
 import pytest
 import torch
 
 from digitops.config import ModelConfig
+from digitops.model.artifact import INPUT_NAME, onnx_session
 from digitops.model.cnn import DigitCNN, count_parameters
-from digitops.model.export import INPUT_NAME, PARITY_TOLERANCE, export_onnx
+from digitops.model.export import PARITY_TOLERANCE, export_onnx
 
 MAX_PARAMETERS = 25_000
 
@@ -49,7 +49,7 @@ def test_onnx_export_matches_torch(exported):
 def test_onnx_model_has_a_dynamic_batch_axis(exported, batch: int):
     net, path, _ = exported
     x = np.random.default_rng(batch).random((batch, 1, 28, 28), dtype=np.float32)
-    got = ort.InferenceSession(str(path)).run(None, {INPUT_NAME: x})[0]
+    got = onnx_session(path).run(None, {INPUT_NAME: x})[0]
     with torch.no_grad():
         expected = net.eval()(torch.from_numpy(x)).numpy()
     assert got.shape == (batch, 10)

@@ -9,11 +9,10 @@ import numpy as np
 import torch
 
 from digitops.errors import ModelError
+from digitops.model.artifact import INPUT_NAME, OUTPUT_NAME, as_input, onnx_session
 
 log = logging.getLogger(__name__)
 
-INPUT_NAME = "image"
-OUTPUT_NAME = "logits"
 PARITY_TOLERANCE = 1e-4
 _PARITY_BATCH = 16
 
@@ -52,11 +51,8 @@ def export_onnx(net: torch.nn.Module, path: Path, check_images: np.ndarray) -> f
 
 def onnx_parity(net: torch.nn.Module, path: Path, images: np.ndarray) -> float:
     """Max absolute difference between torch and onnxruntime logits on uint8 images."""
-    import onnxruntime as ort
-
-    x = images[:, None].astype(np.float32) / 255.0
+    x = as_input(images)
     with torch.no_grad():
         expected = net.eval()(torch.from_numpy(x)).numpy()
-    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    got = session.run([OUTPUT_NAME], {INPUT_NAME: x})[0]
+    got = onnx_session(path).run([OUTPUT_NAME], {INPUT_NAME: x})[0]
     return float(np.abs(got - expected).max())

@@ -1,8 +1,11 @@
-"""KFP components, one per stage: map artifacts to paths, call the stage, record metrics.
+"""KFP components, one per stage: map artifacts to paths, call the stage, record its metrics.
 
 No `from __future__ import annotations` here: KFP reads the real annotation types.
 Each runs in the project's component image (`DIGITOPS_IMAGE`), which has digitops and kfp
 installed, so nothing is pip-installed at run time. Imports live inside the bodies, as KFP needs.
+Parameters arrive typed and become config values by their dotted key (`load_config(values=...)`,
+validated by the same schema as the CLI's); a stage's metrics go out under the names its result
+gives them (`log_to_kfp`).
 """
 
 import os
@@ -36,14 +39,13 @@ def prepare(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.results import log_to_kfp
     from digitops.stages import prepare as stage
 
-    sets = [f"prepare.source={source}", f"prepare.seed={seed}"]
-    config = load_config(None, sets + ([f"prepare.limit={limit}"] if limit > 0 else []))
-    result = stage.run(config, Path(dataset.path))
+    values = {"prepare.source": source, "prepare.limit": limit, "prepare.seed": seed}
+    result = stage.run(load_config(values=values), Path(dataset.path))
     dataset.metadata.update(version=result.version, classes=len(result.class_names))
-    for split, size in result.sizes.items():
-        stats.log_metric(f"{split}_images", size)
+    log_to_kfp(result, stats)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -63,25 +65,18 @@ def tune(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.results import log_to_kfp
     from digitops.stages import tune as stage
     from digitops.stages import tune_report
 
-    sets = [f"tune.trials={trials}", f"tune.seed={seed}", f"train.seed={seed}"]
-    config = load_config(
-        None, sets + ([f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else [])
-    )
+    values = {"tune.trials": trials, "tune.seed": seed, "tracking.uri": mlflow_tracking_uri}
     out = Path(tempfile.mkdtemp()) / "tune"
-    result = stage.run(config, Path(dataset.path), out)
+    result = stage.run(load_config(values=values), Path(dataset.path), out)
     shutil.copyfile(out / stage.BEST, best_params.path)
     shutil.copyfile(out / tune_report.TRIALS_MD, trial_table.path)
     shutil.copyfile(out / tune_report.REPORT, report.path)
     best_params.metadata.update(searched=result.searched, params=result.best_params)
-    metrics.log_metric("trials", result.trials)
-    metrics.log_metric("failed_trials", result.failed)
-    if result.best_val_accuracy is not None:
-        metrics.log_metric("best_val_accuracy", result.best_val_accuracy)
-    if result.baseline_val_accuracy is not None:
-        metrics.log_metric("baseline_val_accuracy", result.baseline_val_accuracy)
+    log_to_kfp(result, metrics)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -98,22 +93,22 @@ def train(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.contracts import BestParams
+    from digitops.results import log_to_kfp
     from digitops.stages import train as stage
-    from digitops.stages.tune import load_best_params
 
-    sets = [f"train.epochs={epochs}", f"train.seed={seed}", "train.progress=false"]
-    config = load_config(
-        None, sets + ([f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else [])
-    )
-    tuned = load_best_params(Path(params.path))
-    result = stage.run(config, Path(dataset.path), Path(model.path), tuned)
+    values = {
+        "train.epochs": epochs,
+        "train.seed": seed,
+        "train.progress": False,
+        "tracking.uri": mlflow_tracking_uri,
+    }
+    tuned = BestParams.read(Path(params.path)).params
+    result = stage.run(load_config(values=values), Path(dataset.path), Path(model.path), tuned)
     model.metadata.update(
         framework="onnx", parameters=result.parameters, mlflow_run_id=result.mlflow_run_id or ""
     )
-    metrics.log_metric("val_accuracy", result.val_accuracy)
-    metrics.log_metric("parameters", result.parameters)
-    metrics.log_metric("epochs", result.epochs)
-    metrics.log_metric("train_minutes", round(result.seconds / 60, 2))
+    log_to_kfp(result, metrics)
     return result.mlflow_run_id or ""
 
 
@@ -121,33 +116,28 @@ def train(
 def evaluate(
     dataset: Input[Dataset],
     model: Input[Model],
-    accuracy_threshold: float,
     mlflow_tracking_uri: str,
     evaluation: Output[Artifact],
     metrics: Output[Metrics],
     confusion: Output[ClassificationMetrics],
     report: Output[HTML],
-) -> bool:
-    """Score the ONNX model on the test split; returns whether accuracy meets the threshold."""
-    import json
+) -> None:
+    """Score the ONNX model on the test split (the register task's gate judges it)."""
     import shutil
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.contracts import Evaluation
+    from digitops.results import log_to_kfp
     from digitops.stages import evaluate as stage
 
-    config = load_config(
-        None, [f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else []
-    )
     out = Path(evaluation.path)
+    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
     result = stage.run(config, Path(model.path), Path(dataset.path), out)
-    summary = json.loads((out / stage.METRICS).read_text())
-    for name in ("accuracy", "misclassified"):
-        metrics.log_metric(name, summary[name])
-    metrics.log_metric("macro_f1", summary["macro"]["f1"])
-    confusion.log_confusion_matrix(list(summary["per_class"]), summary["confusion_matrix"])
+    log_to_kfp(result, metrics)
+    found = Evaluation.read(out)
+    confusion.log_confusion_matrix(list(found.per_class), found.confusion_matrix)
     shutil.copyfile(out / stage.REPORT, report.path)
-    return result.accuracy >= accuracy_threshold
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -164,17 +154,13 @@ def explain(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.results import log_to_kfp
     from digitops.stages import explain as stage
 
-    config = load_config(
-        None, [f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else []
-    )
     out = Path(tempfile.mkdtemp()) / "explanation"
+    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
     result = stage.run(config, Path(model.path), Path(dataset.path), out)
-    for name, ratio in result.auc_ratio.items():
-        metrics.log_metric(f"{name}_auc_ratio", ratio)
-        metrics.log_metric(f"{name}_drop_at_10", result.drop_at_10[name])
-    metrics.log_metric("random_drop_at_10", result.random_drop_at_10)
+    log_to_kfp(result, metrics)
     shutil.copyfile(out / stage.REPORT, report.path)
 
 
@@ -195,18 +181,16 @@ def drift(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.results import log_to_kfp
     from digitops.stages import drift as stage
 
-    config = load_config(
-        None, [f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else []
-    )
     out = Path(tempfile.mkdtemp()) / "drift"
+    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
     result = stage.run(config, Path(dataset.path), current_data or None, out, Path(model.path))
     shutil.copyfile(out / stage.VERDICT, verdict.path)
     shutil.copyfile(out / stage.REPORT, report.path)
     verdict.metadata.update(drifted=result.drifted, drifted_columns=result.drifted_columns)
-    metrics.log_metric("drifted_share", result.drifted_share)
-    metrics.log_metric("current_images", result.current_images)
+    log_to_kfp(result, metrics)
     return result.drifted
 
 
@@ -225,35 +209,29 @@ def register(
 ) -> bool:
     """Register the model in MLflow and gate it (accuracy, regression, drift); returns whether
     it passed (alias `candidate`; with approval 'auto' also `production`)."""
-    import json
     from pathlib import Path
 
     from digitops.config import load_config
     from digitops.stages import register as stage
 
-    sets = [
-        f"registry.model_name={model_name}",
-        f"registry.accuracy_threshold={accuracy_threshold}",
-        f"registry.drift_blocks={drift_blocks_promotion}",
-        f"registry.approval={approval}",
-    ]
-    config = load_config(
-        None, sets + ([f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else [])
-    )
-    result = stage.run(
-        config, Path(model.path), Path(evaluation.path), Path(drift_verdict.path), pipeline_run
-    )
-    summary = {
-        "model_name": result.model_name,
-        "version": result.version,
-        "gate_passed": result.gate.passed,
-        "gate_reasons": result.gate.reasons,
-        "aliases": result.aliases,
-        "model_uri": f"models:/{result.model_name}/{result.version}",
+    values = {
+        "registry.model_name": model_name,
+        "registry.accuracy_threshold": accuracy_threshold,
+        "registry.drift_blocks": drift_blocks_promotion,
+        "registry.approval": approval,
+        "tracking.uri": mlflow_tracking_uri,
     }
-    Path(registered.path).write_text(json.dumps(summary, indent=2))
-    registered.metadata.update(summary)
-    return result.gate.passed
+    result = stage.run(
+        load_config(values=values),
+        Path(model.path),
+        Path(evaluation.path),
+        Path(drift_verdict.path),
+        pipeline_run,
+    )
+    registration = result.registration()
+    registration.write(Path(registered.path))
+    registered.metadata.update(registration.model_dump(), model_uri=registration.model_uri)
+    return result.gate_passed
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -268,21 +246,23 @@ def deploy(
 ) -> str:
     """Serve the registered version (local service or Kubernetes), smoke-test it over HTTP;
     returns the endpoint. A local deployment is recorded in ./artifacts/deployment as well."""
-    import json
     import shutil
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.contracts import Registration
+    from digitops.results import log_to_kfp
     from digitops.stages import deploy as stage
 
-    sets = [f"deploy.target={target}", f"deploy.min_accuracy={min_accuracy}"]
-    config = load_config(
-        None, sets + ([f"tracking.uri={mlflow_tracking_uri}"] if mlflow_tracking_uri else [])
-    )
-    model_uri = json.loads(Path(registered.path).read_text())["model_uri"]
+    values = {
+        "deploy.target": target,
+        "deploy.min_accuracy": min_accuracy,
+        "tracking.uri": mlflow_tracking_uri,
+    }
+    model_uri = Registration.read(Path(registered.path)).model_uri
     state = Path("artifacts") / "deployment"
-    result = stage.run(config, model_uri, Path(dataset.path), state)
+    result = stage.run(load_config(values=values), model_uri, Path(dataset.path), state)
     shutil.copyfile(state / stage.RECORD, deployment.path)
     deployment.metadata.update(endpoint=result.endpoint, model=model_uri)
-    metrics.log_metric("smoke_accuracy", result.smoke_accuracy)
+    log_to_kfp(result, metrics)
     return result.endpoint

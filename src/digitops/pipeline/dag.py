@@ -8,11 +8,33 @@ input fails twice, quickly.
 
 from kfp import dsl
 
+from digitops.config import Config, value_at
 from digitops.pipeline import components
 
 PIPELINE_NAME = "digitops"
 RETRIES = 1
 RETRY_BACKOFF = "5s"
+
+# Each pipeline parameter sets one config value; its default is that value in `Config()`, the one
+# home of defaults (a test compares the compiled YAML with it). `current_data` is no config value:
+# it names the data the drift task checks (empty: the test split).
+PARAMETERS = {
+    "source": "prepare.source",
+    "limit": "prepare.limit",
+    "prepare_seed": "prepare.seed",
+    "tune_trials": "tune.trials",
+    "tune_seed": "tune.seed",
+    "epochs": "train.epochs",
+    "train_seed": "train.seed",
+    "accuracy_threshold": "registry.accuracy_threshold",
+    "drift_blocks_promotion": "registry.drift_blocks",
+    "approval": "registry.approval",
+    "model_name": "registry.model_name",
+    "deploy_target": "deploy.target",
+    "smoke_min_accuracy": "deploy.min_accuracy",
+    "mlflow_tracking_uri": "tracking.uri",
+}
+DEFAULTS = {name: value_at(Config(), key) for name, key in PARAMETERS.items()}
 
 
 def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.PipelineTask:
@@ -31,29 +53,31 @@ def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.
     "Model Registry, behind a quality gate).",
 )
 def digits_pipeline(
-    source: str = "mnist",
-    limit: int = 0,
-    tune_trials: int = 16,
-    epochs: int = 15,
-    seed: int = 42,
-    accuracy_threshold: float = 0.995,
+    source: str = DEFAULTS["source"],
+    limit: int = DEFAULTS["limit"],
+    prepare_seed: int = DEFAULTS["prepare_seed"],
+    tune_trials: int = DEFAULTS["tune_trials"],
+    tune_seed: int = DEFAULTS["tune_seed"],
+    epochs: int = DEFAULTS["epochs"],
+    train_seed: int = DEFAULTS["train_seed"],
+    accuracy_threshold: float = DEFAULTS["accuracy_threshold"],
     current_data: str = "",
-    drift_blocks_promotion: bool = True,
-    approval: str = "manual",
-    model_name: str = "digit-classifier",
-    deploy_target: str = "local",
-    smoke_min_accuracy: float = 0.9,
-    mlflow_tracking_uri: str = "",
+    drift_blocks_promotion: bool = DEFAULTS["drift_blocks_promotion"],
+    approval: str = DEFAULTS["approval"],
+    model_name: str = DEFAULTS["model_name"],
+    deploy_target: str = DEFAULTS["deploy_target"],
+    smoke_min_accuracy: float = DEFAULTS["smoke_min_accuracy"],
+    mlflow_tracking_uri: str = DEFAULTS["mlflow_tracking_uri"],
 ) -> None:
-    """Parameters: data source, image limit (0 = all), search trials (0 = train on the configured
-    hyper-parameters), epochs, seed, accuracy threshold, the data to check for drift (a path the
-    tasks can read; empty = the test split), whether drift blocks promotion, approval ('manual':
-    a person promotes the candidate; 'auto': production on a pass), the registered model's name,
-    where a version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy
-    it must reach there, and the MLflow tracking
-    URI (empty = $MLFLOW_TRACKING_URI or SQLite in the task)."""
+    """Parameters (defaults: `digitops.config.Config`): data source, image limit (0 = all), the
+    split seed, search trials (0 = train on the configured hyper-parameters) and seed, epochs,
+    the training seed, accuracy threshold, the data to check for drift (a path the tasks can
+    read; empty = the test split), whether drift blocks promotion, approval ('manual': a person
+    promotes the candidate; 'auto': production on a pass), the registered model's name, where a
+    version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy it must
+    reach there, and the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite)."""
     prepared = _configure(
-        components.prepare(source=source, limit=limit, seed=seed),
+        components.prepare(source=source, limit=limit, seed=prepare_seed),
         cpu="1",
         memory="2Gi",
         name="prepare",
@@ -62,7 +86,7 @@ def digits_pipeline(
         components.tune(
             dataset=prepared.outputs["dataset"],
             trials=tune_trials,
-            seed=seed,
+            seed=tune_seed,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="2",
@@ -74,7 +98,7 @@ def digits_pipeline(
             dataset=prepared.outputs["dataset"],
             params=tuned.outputs["best_params"],
             epochs=epochs,
-            seed=seed,
+            seed=train_seed,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="2",
@@ -85,7 +109,6 @@ def digits_pipeline(
         components.evaluate(
             dataset=prepared.outputs["dataset"],
             model=trained.outputs["model"],
-            accuracy_threshold=accuracy_threshold,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="1",
@@ -113,35 +136,34 @@ def digits_pipeline(
         memory="4Gi",
         name="drift",
     )
-    # The accuracy rule decides in the DAG whether to register at all; the register task applies
-    # the whole gate (accuracy, no regression against production, drift) before any alias moves.
-    with dsl.If(evaluated.outputs["Output"] == True, name="accuracy-gate"):  # noqa: E712
-        registered = _configure(
-            components.register(
-                model=trained.outputs["model"],
-                evaluation=evaluated.outputs["evaluation"],
-                drift_verdict=drifted.outputs["verdict"],
-                model_name=model_name,
-                accuracy_threshold=accuracy_threshold,
-                drift_blocks_promotion=drift_blocks_promotion,
-                approval=approval,
-                pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+    # The register task registers every trained model and applies the whole gate (accuracy, no
+    # regression against production, drift) before any alias moves: the gate is decided there.
+    registered = _configure(
+        components.register(
+            model=trained.outputs["model"],
+            evaluation=evaluated.outputs["evaluation"],
+            drift_verdict=drifted.outputs["verdict"],
+            model_name=model_name,
+            accuracy_threshold=accuracy_threshold,
+            drift_blocks_promotion=drift_blocks_promotion,
+            approval=approval,
+            pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            mlflow_tracking_uri=mlflow_tracking_uri,
+        ),
+        cpu="1",
+        memory="2Gi",
+        name="register",
+    )
+    with dsl.If(registered.outputs["Output"] == True, name="registry-gate"):  # noqa: E712
+        _configure(
+            components.deploy(
+                dataset=prepared.outputs["dataset"],
+                registered=registered.outputs["registered"],
+                target=deploy_target,
+                min_accuracy=smoke_min_accuracy,
                 mlflow_tracking_uri=mlflow_tracking_uri,
             ),
             cpu="1",
             memory="2Gi",
-            name="register",
+            name="deploy",
         )
-        with dsl.If(registered.outputs["Output"] == True, name="registry-gate"):  # noqa: E712
-            _configure(
-                components.deploy(
-                    dataset=prepared.outputs["dataset"],
-                    registered=registered.outputs["registered"],
-                    target=deploy_target,
-                    min_accuracy=smoke_min_accuracy,
-                    mlflow_tracking_uri=mlflow_tracking_uri,
-                ),
-                cpu="1",
-                memory="2Gi",
-                name="deploy",
-            )

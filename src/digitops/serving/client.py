@@ -3,9 +3,27 @@
 from __future__ import annotations
 
 from collections.abc import Iterable, Iterator
+from pathlib import Path
 from typing import Any
 
 from digitops.errors import DigitopsError
+
+
+def read_files(paths: Iterable[Path]) -> list[tuple[str, bytes]]:
+    """(name, bytes) of each image file; an unreadable file is a user error."""
+    inputs = []
+    for path in paths:
+        try:
+            inputs.append((str(path), path.read_bytes()))
+        except OSError as exc:
+            raise DigitopsError(f"{path}: cannot read ({exc.strerror})") from None
+    return inputs
+
+
+def describe(answer: dict[str, Any]) -> str:
+    """One line for an answer: `7 (0.998; top 3: 7 1.00, 1 0.00, 2 0.00)`."""
+    top3 = ", ".join(f"{t['digit']} {t['probability']:.2f}" for t in answer["top3"])
+    return f"{answer['digit']} ({answer['confidence']:.3f}; top 3: {top3})"
 
 
 def predict_files(

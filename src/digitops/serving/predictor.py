@@ -8,9 +8,7 @@ the model. No torch here.
 
 from __future__ import annotations
 
-import json
 import logging
-import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,10 +16,16 @@ from typing import Any
 import numpy as np
 
 from digitops.errors import ModelError
+from digitops.model.artifact import (
+    MODEL_ONNX,
+    ModelCard,
+    find_card,
+    onnx_session,
+    serving_threads,
+    softmax,
+)
 
 log = logging.getLogger(__name__)
-
-CARD_PLACES = ("model.json", "extra_files/model.json")
 
 
 @dataclass(frozen=True)
@@ -48,9 +52,7 @@ class Predictor:
     def predict(self, images: np.ndarray) -> list[Prediction]:
         """Predictions for an N×28×28 float32 batch."""
         inputs = {self.session.get_inputs()[0].name: images[:, None].astype(np.float32)}
-        logits = self.session.run(None, inputs)[0]
-        exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probabilities = exp / exp.sum(axis=1, keepdims=True)
+        probabilities = softmax(self.session.run(None, inputs)[0])
         return [self._answer(row) for row in probabilities]
 
     def _answer(self, row: np.ndarray) -> Prediction:
@@ -71,29 +73,19 @@ def load_predictor(source: str, threads: int | None = None) -> Predictor:
         directory, name, version = _download(source)
     else:
         directory = Path(source)
-    onnx_path = directory / "model.onnx"
-    card_path = next((directory / p for p in CARD_PLACES if (directory / p).is_file()), None)
+    onnx_path = directory / MODEL_ONNX
+    card_path = find_card(directory)
     if not onnx_path.is_file() or card_path is None:
         raise ModelError(f"{source}: no model.onnx and model.json; train or register a model")
-    card = json.loads(card_path.read_text())
+    card = ModelCard.model_validate_json(card_path.read_text())
     return Predictor(
-        session=_session(onnx_path, threads),
-        class_names=list(card["class_names"]),
+        session=onnx_session(onnx_path, threads or serving_threads()),
+        class_names=card.class_names,
         source=source,
         version=version,
         name=name,
-        metrics=dict(card.get("metrics", {})),
+        metrics=card.metrics.model_dump(),
     )
-
-
-def _session(onnx_path: Path, threads: int | None) -> Any:
-    import onnxruntime as ort
-
-    options = ort.SessionOptions()
-    # One request is one small image: threads would only contend with the server's workers.
-    options.intra_op_num_threads = threads or int(os.environ.get("DIGITOPS_ORT_THREADS", "1"))
-    options.inter_op_num_threads = 1
-    return ort.InferenceSession(str(onnx_path), options, providers=["CPUExecutionProvider"])
 
 
 def _download(uri: str) -> tuple[Path, str, str]:

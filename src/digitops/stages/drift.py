@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from dataclasses import dataclass
+from dataclasses import field as dataclass_field
 from pathlib import Path
 from typing import Any
 
@@ -19,29 +20,35 @@ import pandas as pd
 
 from digitops import __version__
 from digitops.config import Config, DriftConfig
+from digitops.contracts import DriftVerdict
 from digitops.data.current import Current, load_current
 from digitops.data.dataset import load_dataset
 from digitops.data.descriptors import COLUMNS, describe
-from digitops.fileio import atomic_dir, write_json
+from digitops.fileio import atomic_dir
+from digitops.model.artifact import OnnxClassifier, check_classes, load_card
+from digitops.results import StageResult, log_to_mlflow, metric
 
 log = logging.getLogger(__name__)
 
-VERDICT = "drift.json"
+VERDICT = DriftVerdict.file_name
 REPORT = "report.html"
 PREDICTION_COLUMNS = ("predicted", "confidence")
 
 
 @dataclass(frozen=True)
-class DriftResult:
+class DriftResult(StageResult):
     """The verdict and the numbers behind it."""
 
     out_dir: Path
-    drifted: bool
-    drifted_share: float
-    drifted_columns: list[str]
-    reference_images: int
-    current_images: int
-    seconds: float
+    drifted: bool = metric()
+    drifted_share: float = metric()
+    drifted_columns: list[str] = dataclass_field(default_factory=list)
+    reference_images: int = metric(default=0)
+    current_images: int = metric(default=0)
+    seconds: float = 0.0
+
+    def heading(self) -> str:
+        return "drift detected" if self.drifted else "no drift"
 
 
 def run(
@@ -60,24 +67,27 @@ def run(
 
     reference_table = descriptor_table(reference, model)
     current_table = _current_table(data, model)
-    verdict, snapshot = detect(config.drift, reference_table, current_table)
-    verdict |= {
-        "reference": {"source": str(reference_dir), "version": dataset.version},
-        "current": {"source": data.source, "kind": data.kind},
-        "reference_images": len(reference_table),
-        "current_images": len(current_table),
-        "model": str(model_dir) if model is not None else None,
-    }
+    found, snapshot = detect(config.drift, reference_table, current_table)
+    verdict = DriftVerdict.model_validate(
+        found
+        | {
+            "reference": {"source": str(reference_dir), "version": dataset.version},
+            "current": {"source": data.source, "kind": data.kind},
+            "reference_images": len(reference_table),
+            "current_images": len(current_table),
+            "model": str(model_dir) if model is not None else None,
+        }
+    )
     with atomic_dir(out_dir, marker=VERDICT) as tmp:
         snapshot.save_html(str(tmp / REPORT))
-        write_json(tmp / VERDICT, verdict)
+        verdict.write(tmp)
     result = DriftResult(
         out_dir,
-        verdict["drifted"],
-        verdict["drifted_share"],
-        verdict["drifted_columns"],
-        len(reference_table),
-        len(current_table),
+        verdict.drifted,
+        verdict.drifted_share,
+        verdict.drifted_columns,
+        verdict.reference_images,
+        verdict.current_images,
         time.perf_counter() - started,
     )
     if config.tracking.enabled:
@@ -136,10 +146,10 @@ def _column_scores(report: dict[str, Any]) -> dict[str, dict[str, Any]]:
     """Per column: Evidently's score, method and threshold, and whether it drifted (distance
     methods drift at or above the threshold)."""
     scores = {}
-    for metric in report["metrics"]:
-        spec = metric["config"]
+    for entry in report["metrics"]:
+        spec = entry["config"]
         if spec["type"].endswith("ValueDrift"):
-            score = float(metric["value"])
+            score = float(entry["value"])
             scores[spec["column"]] = {
                 "score": score,
                 "method": spec["method"],
@@ -164,15 +174,12 @@ def _model(model_dir: Path | None, class_names: list[str]) -> Any | None:
     """`images -> (class names, confidences)` with the ONNX model, or None without a model."""
     if model_dir is None:
         return None
-    from digitops.stages.evaluate import check_classes, load_model_card, predict_logits
-
-    check_classes(model_dir, load_model_card(model_dir), class_names)
+    check_classes(model_dir, load_card(model_dir), class_names)
+    classifier = OnnxClassifier.load(model_dir)
     names = np.array(class_names)
 
     def predict(images: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        logits = predict_logits(model_dir / "model.onnx", images, batch_size=1000)
-        probs = np.exp(logits - logits.max(axis=1, keepdims=True))
-        probs /= probs.sum(axis=1, keepdims=True)
+        probs = classifier.probabilities(images)
         return names[probs.argmax(axis=1)], probs.max(axis=1)
 
     return predict
@@ -184,7 +191,7 @@ def _evidently_version() -> str:
     return version("evidently")
 
 
-def _track(config: Config, result: DriftResult, verdict: dict[str, Any]) -> None:
+def _track(config: Config, result: DriftResult, verdict: DriftVerdict) -> None:
     import mlflow
 
     from digitops.tracking import start_run
@@ -193,17 +200,11 @@ def _track(config: Config, result: DriftResult, verdict: dict[str, Any]) -> None
         mlflow.set_tags(
             {
                 "stage": "drift",
-                "dataset_version": verdict["reference"]["version"],
-                "current_source": verdict["current"]["source"],
+                "dataset_version": verdict.reference["version"],
+                "current_source": verdict.current["source"],
                 "drift_verdict": "drift" if result.drifted else "no drift",
             }
         )
-        mlflow.log_metrics(
-            {
-                "drifted_share": result.drifted_share,
-                "drifted": float(result.drifted),
-                "current_images": result.current_images,
-            }
-            | {f"drift_{name}": c["score"] for name, c in verdict["columns"].items()}
-        )
+        log_to_mlflow(result)
+        mlflow.log_metrics({f"drift_{name}": c["score"] for name, c in verdict.columns.items()})
         mlflow.log_artifacts(str(result.out_dir), artifact_path="drift")

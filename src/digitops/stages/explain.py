@@ -21,7 +21,8 @@ from digitops.config import Config, ExplainConfig
 from digitops.data.dataset import load_dataset
 from digitops.errors import ModelError
 from digitops.fileio import atomic_dir, write_json
-from digitops.stages.evaluate import check_classes, load_model_card
+from digitops.model.artifact import CHECKPOINT, check_classes, load_card
+from digitops.results import StageResult, metric
 
 log = logging.getLogger(__name__)
 
@@ -33,15 +34,17 @@ REPORTED_FRACTION = 0.1
 
 
 @dataclass(frozen=True)
-class ExplainResult:
-    """The numbers `explain` reports: per method, the deletion AUC ratio against random."""
+class ExplainResult(StageResult):
+    """The numbers `explain` reports: per method, the deletion AUC ratio against random
+    (metrics `<method>_auc_ratio`, `<method>_drop_at_10`, `random_drop_at_10`)."""
 
+    title = "explained model"
     out_dir: Path
-    auc_ratio: dict[str, float]
-    drop_at_10: dict[str, float]
-    random_drop_at_10: float
-    images: int
-    seconds: float
+    auc_ratio: dict[str, float] = metric()
+    drop_at_10: dict[str, float] = metric()
+    random_drop_at_10: float = metric()
+    images: int = 0
+    seconds: float = 0.0
 
 
 def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> ExplainResult:
@@ -49,7 +52,7 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Expla
     import torch
 
     started = time.perf_counter()
-    card = load_model_card(model_dir)
+    card = load_card(model_dir)
     dataset = load_dataset(data_dir)
     check_classes(model_dir, card, dataset.class_names)
     cfg = config.explain
@@ -112,8 +115,10 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Expla
         len(sample),
         time.perf_counter() - started,
     )
-    if config.tracking.enabled and card.get("mlflow_run_id"):
-        _track(config, card["mlflow_run_id"], result)
+    if config.tracking.enabled and card.mlflow_run_id:
+        from digitops.tracking import add_to_run
+
+        add_to_run(config.tracking, card.mlflow_run_id, "explanation", result, out_dir)
     return result
 
 
@@ -121,7 +126,7 @@ def load_network(model_dir: Path) -> Any:
     """The trained torch network (normalisation inside, input N×1×28×28 in [0, 1]), eval mode."""
     from digitops.model.module import DigitClassifier
 
-    checkpoint = model_dir / "model.ckpt"
+    checkpoint = model_dir / CHECKPOINT
     if not checkpoint.is_file():
         raise ModelError(f"{model_dir}: no model.ckpt to explain; run `digitops train` first")
     module = DigitClassifier.load_from_checkpoint(checkpoint, map_location="cpu")
@@ -235,12 +240,3 @@ def faithfulness_metrics(curves: dict[str, np.ndarray], fractions: np.ndarray) -
         "fractions": [float(f) for f in fractions],
         "curves": {name: [float(v) for v in curve] for name, curve in curves.items()},
     }
-
-
-def _track(config: Config, run_id: str, result: ExplainResult) -> None:
-    from digitops.tracking import add_to_run
-
-    metrics = {f"explain_{name}_auc_ratio": ratio for name, ratio in result.auc_ratio.items()}
-    metrics |= {f"explain_{name}_drop_at_10": drop for name, drop in result.drop_at_10.items()}
-    metrics["explain_random_drop_at_10"] = result.random_drop_at_10
-    add_to_run(config.tracking, run_id, "explanation", metrics, result.out_dir)

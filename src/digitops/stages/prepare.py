@@ -12,16 +12,21 @@ from digitops.data.augment import build_augmentation
 from digitops.data.dataset import Split, write_dataset
 from digitops.data.sources import load_source
 from digitops.errors import DataError
+from digitops.results import StageResult
 
 
 @dataclass(frozen=True)
-class PrepareResult:
+class PrepareResult(StageResult):
     """What `prepare` made: where, which version, how many images per split."""
 
+    title = "prepared dataset"
     dataset_dir: Path
     version: str
     sizes: dict[str, int]
     class_names: list[str]
+
+    def metrics(self) -> dict[str, float]:
+        return {f"{split}_images": size for split, size in self.sizes.items()}
 
 
 def run(config: Config, out_dir: Path) -> PrepareResult:
@@ -60,10 +65,8 @@ def run(config: Config, out_dir: Path) -> PrepareResult:
     return PrepareResult(out_dir, manifest["version"], manifest["sizes"], raw.class_names)
 
 
-def _subset(
-    images: np.ndarray, labels: np.ndarray, limit: int | None, rng: np.random.Generator
-) -> Split:
-    if limit is None or limit >= len(labels):
+def _subset(images: np.ndarray, labels: np.ndarray, limit: int, rng: np.random.Generator) -> Split:
+    if limit == 0 or limit >= len(labels):  # 0: all
         return Split(images, labels)
     keep = np.sort(rng.choice(len(labels), size=limit, replace=False))
     return Split(images[keep], labels[keep])

@@ -82,9 +82,10 @@ def evaluation_html(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
         for name, v in metrics["per_class"].items()
     ]
     body = (
-        f"<h1>Test accuracy {metrics['accuracy']:.2%}</h1>"
-        f"<p>{metrics['misclassified']} of {metrics['test_images']} test images misclassified; "
-        f"macro F1 {metrics['macro']['f1']:.4f}.</p>"
+        f"<h1>Test accuracy {metrics['test_accuracy']:.2%}</h1>"
+        f"<p>{metrics['test_misclassified']} of {metrics['test_images']} test images "
+        "misclassified; "
+        f"macro F1 {metrics['test_macro_f1']:.4f}.</p>"
         + "".join(figure_html(title, path) for title, path in figures.items())
         + table_html(["class", "precision", "recall", "F1", "support"], rows)
     )

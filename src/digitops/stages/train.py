@@ -19,24 +19,34 @@ from digitops import __version__
 from digitops.config import Config, apply_params
 from digitops.data.augment import build_augmentation
 from digitops.data.dataset import Dataset, load_dataset
-from digitops.fileio import atomic_dir, write_json
+from digitops.fileio import atomic_dir
+from digitops.model.artifact import (
+    CHECKPOINT,
+    INPUT_NAME,
+    INPUT_SPEC,
+    MODEL_CARD,
+    MODEL_ONNX,
+    OUTPUT_NAME,
+    CardDataset,
+    CardMetrics,
+    ModelCard,
+)
+from digitops.results import StageResult, log_to_mlflow, metric
 
 log = logging.getLogger(__name__)
 
-MODEL_CARD = "model.json"
-INPUT_SPEC = "Nx1x28x28 float32, pixels scaled to [0, 1], light ink on dark background"
-
 
 @dataclass(frozen=True)
-class TrainResult:
+class TrainResult(StageResult):
     """The numbers `train` reports."""
 
+    title = "trained model"
     model_dir: Path
-    val_accuracy: float
-    parameters: int
-    epochs: int
-    seconds: float
-    mlflow_run_id: str | None
+    val_accuracy: float = metric()
+    parameters: int = metric()
+    epochs: int = metric()
+    train_seconds: float = metric()
+    mlflow_run_id: str | None = None
 
 
 def run(
@@ -71,13 +81,7 @@ def run(
         if params:
             mlflow.set_tag("tuned_params", ", ".join(f"{k}={v}" for k, v in params.items()))
         result = _train(config, dataset, augment_spec, out_dir, run_id=run_id)
-        mlflow.log_metrics(
-            {
-                "best_val_acc": result.val_accuracy,
-                "parameters": result.parameters,
-                "train_seconds": result.seconds,
-            }
-        )
+        log_to_mlflow(result)
         mlflow.log_artifacts(str(out_dir), artifact_path="model")
     return result
 
@@ -126,9 +130,9 @@ def _train(
         )
         trainer.fit(module, datamodule=data)
         best = DigitClassifier.load_from_checkpoint(checkpoint.best_model_path)
-        shutil.move(checkpoint.best_model_path, tmp / "model.ckpt")
+        shutil.move(checkpoint.best_model_path, tmp / CHECKPOINT)
         shutil.rmtree(tmp / "checkpoints", ignore_errors=True)
-        parity = export_onnx(best.net, tmp / "model.onnx", dataset.split("val").images)
+        parity = export_onnx(best.net, tmp / MODEL_ONNX, dataset.split("val").images)
         val_accuracy = float(checkpoint.best_model_score or 0.0)
         result = TrainResult(
             out_dir,
@@ -138,8 +142,7 @@ def _train(
             time.perf_counter() - started,
             run_id,
         )
-        card = _model_card(config, dataset, result, parity)
-        write_json(tmp / MODEL_CARD, card | {"augmentation": augment_spec})
+        _model_card(config, dataset, result, parity, augment_spec).write(tmp)
     return result
 
 
@@ -154,38 +157,43 @@ def _logger(config: Config, run_id: str | None) -> Any:
 
 
 def _model_card(
-    config: Config, dataset: Dataset, result: TrainResult, parity: float
-) -> dict[str, Any]:
-    return {
-        "architecture": "DigitCNN",
-        "parameters": result.parameters,
-        "input": {"name": "image", "spec": INPUT_SPEC},
-        "output": {"name": "logits", "classes": len(dataset.class_names)},
-        "class_names": dataset.class_names,
-        "normalization": {
+    config: Config,
+    dataset: Dataset,
+    result: TrainResult,
+    parity: float,
+    augment_spec: dict[str, Any],
+) -> ModelCard:
+    return ModelCard(
+        architecture="DigitCNN",
+        parameters=result.parameters,
+        input={"name": INPUT_NAME, "spec": INPUT_SPEC},
+        output={"name": OUTPUT_NAME, "classes": len(dataset.class_names)},
+        class_names=dataset.class_names,
+        normalization={
             "mean": dataset.stats["mean"],
             "std": dataset.stats["std"],
             "applied_inside_model": True,
         },
-        "hyperparameters": {
+        hyperparameters={
             "model": config.model.model_dump(),
             "train": config.train.model_dump(),
             "augment": config.augment.model_dump(),
         },
-        "dataset": {
-            "version": dataset.version,
-            "path": str(dataset.root.resolve()),
-            "sizes": dataset.manifest["sizes"],
-        },
-        "metrics": {
-            "val_accuracy": result.val_accuracy,
-            "epochs": result.epochs,
-            "train_seconds": round(result.seconds, 1),
-        },
-        "onnx": {"max_abs_diff_vs_torch": parity},
-        "mlflow_run_id": result.mlflow_run_id,
-        "digitops_version": __version__,
-    }
+        augmentation=augment_spec,
+        dataset=CardDataset(
+            version=dataset.version,
+            path=str(dataset.root.resolve()),
+            sizes=dataset.manifest["sizes"],
+        ),
+        metrics=CardMetrics(
+            val_accuracy=result.val_accuracy,
+            epochs=result.epochs,
+            train_seconds=round(result.train_seconds, 1),
+        ),
+        onnx={"max_abs_diff_vs_torch": parity},
+        mlflow_run_id=result.mlflow_run_id,
+        digitops_version=__version__,
+    )
 
 
 def _flat_params(config: Config) -> dict[str, Any]:

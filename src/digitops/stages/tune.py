@@ -21,14 +21,16 @@ import numpy as np
 
 from digitops import __version__
 from digitops.config import Config, SearchDim, apply_params, current_params
+from digitops.contracts import BestParams
 from digitops.data.dataset import Dataset, Split, load_dataset
 from digitops.errors import ConfigError, DigitopsError
-from digitops.fileio import atomic_dir, write_json
+from digitops.fileio import atomic_dir
+from digitops.results import StageResult, log_to_mlflow, metric
 from digitops.stages import tune_report
 
 log = logging.getLogger(__name__)
 
-BEST = "best_params.json"
+BEST = BestParams.file_name
 METRIC = "val_acc"
 
 
@@ -37,18 +39,21 @@ class TuneError(DigitopsError):
 
 
 @dataclass(frozen=True)
-class TuneResult:
+class TuneResult(StageResult):
     """The numbers `tune` reports."""
 
     out_dir: Path
     searched: bool
     best_params: dict[str, Any]
-    best_val_accuracy: float | None
-    baseline_val_accuracy: float | None
-    trials: int
-    failed: int
-    seconds: float
-    mlflow_run_id: str | None
+    best_val_accuracy: float | None = metric()
+    baseline_val_accuracy: float | None = metric()
+    trials: int = metric()
+    failed_trials: int = metric()
+    tune_seconds: float = metric()
+    mlflow_run_id: str | None = None
+
+    def heading(self) -> str:
+        return "hyper-parameter search" if self.searched else "no search (0 trials)"
 
 
 def run(config: Config, data_dir: Path, out_dir: Path) -> TuneResult:
@@ -72,19 +77,7 @@ def run(config: Config, data_dir: Path, out_dir: Path) -> TuneResult:
         mlflow.log_params(_budget(config) | {"space": ", ".join(config.tune.space)})
         result = _search(config, dataset, out_dir, started, parent_run_id=active.info.run_id)
         mlflow.log_params({f"best.{key}": value for key, value in result.best_params.items()})
-        mlflow.log_metrics(
-            {
-                "best_val_acc": result.best_val_accuracy or 0.0,
-                "trials": result.trials,
-                "failed_trials": result.failed,
-                "tune_seconds": result.seconds,
-            }
-            | (
-                {"baseline_val_acc": result.baseline_val_accuracy}
-                if result.baseline_val_accuracy is not None
-                else {}
-            )
-        )
+        log_to_mlflow(result)
         mlflow.log_artifacts(str(out_dir), artifact_path="tune")
     return result
 
@@ -321,15 +314,15 @@ def _write(
         best_val_accuracy=float(best["val_acc"]),
         baseline_val_accuracy=baseline_acc,
         trials=len(table),
-        failed=int((table["status"] == "failed").sum()),
-        seconds=time.perf_counter() - started,
+        failed_trials=int((table["status"] == "failed").sum()),
+        tune_seconds=time.perf_counter() - started,
         mlflow_run_id=parent_run_id,
     )
     for row in table[table["status"] == "failed"].itertuples():
         log.warning("trial %s failed: %s", row.trial, row.error)
     with atomic_dir(out_dir, marker=BEST) as tmp:
         tune_report.write(trials, keys, tmp, best_trial=str(best["trial"]))
-        write_json(tmp / BEST, _best_json(config, result, str(best["trial"]), int(best["epochs"])))
+        _best_file(config, result, str(best["trial"]), int(best["epochs"])).write(tmp)
     return result
 
 
@@ -338,45 +331,29 @@ def _skip(config: Config, out_dir: Path, started: float) -> TuneResult:
         out_dir, False, {}, None, None, 0, 0, time.perf_counter() - started, mlflow_run_id=None
     )
     with atomic_dir(out_dir, marker=BEST) as tmp:
-        write_json(tmp / BEST, _best_json(config, result, None, None))
+        _best_file(config, result, None, None).write(tmp)
         tune_report.write_skipped(tmp)
     return result
 
 
-def _best_json(
+def _best_file(
     config: Config, result: TuneResult, trial: str | None, epochs: int | None
-) -> dict[str, Any]:
-    return {
-        "searched": result.searched,
-        "params": result.best_params,
-        "val_accuracy": result.best_val_accuracy,
-        "trial": trial,
-        "epochs": epochs,
-        "baseline_val_accuracy": result.baseline_val_accuracy,
-        "trials": result.trials,
-        "failed_trials": result.failed,
-        "budget": _budget(config),
-        "seconds": round(result.seconds, 1),
-        "mlflow_run_id": result.mlflow_run_id,
-    }
+) -> BestParams:
+    return BestParams(
+        searched=result.searched,
+        params=result.best_params,
+        best_val_accuracy=result.best_val_accuracy,
+        trial=trial,
+        epochs=epochs,
+        baseline_val_accuracy=result.baseline_val_accuracy,
+        trials=result.trials,
+        failed_trials=result.failed_trials,
+        budget=_budget(config),
+        tune_seconds=round(result.tune_seconds, 1),
+        mlflow_run_id=result.mlflow_run_id,
+    )
 
 
 def _plain(value: Any) -> Any:
     """numpy scalars (from the trial table) as JSON-friendly Python values."""
     return value.item() if isinstance(value, np.generic) else value
-
-
-def load_best_params(path: Path) -> dict[str, Any]:
-    """The `params` of a `best_params.json` (a file, or a tune output directory holding one)."""
-    import json
-
-    file = path / BEST if path.is_dir() else path
-    try:
-        params = json.loads(file.read_text())["params"]
-    except FileNotFoundError:
-        raise ConfigError(f"{file}: not found; run `digitops tune` first") from None
-    except (json.JSONDecodeError, KeyError, TypeError):
-        raise ConfigError(f"{file}: not a best-parameters file from `digitops tune`") from None
-    if not isinstance(params, dict):
-        raise ConfigError(f"{file}: 'params' must be a mapping of section.key to value")
-    return params

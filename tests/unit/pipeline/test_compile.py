@@ -6,7 +6,9 @@ import pytest
 import yaml
 from kfp import components
 
+from digitops.config import Config, value_at, with_values
 from digitops.pipeline.components import DEFAULT_IMAGE
+from digitops.pipeline.dag import PARAMETERS
 from digitops.pipeline.runner import compile_all
 
 REPO = Path(__file__).resolve().parents[3]
@@ -41,23 +43,19 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
     spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
     gate = tasks.pop("condition-1")
-    assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift"}
+    assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift", "register"}
     assert tasks["tune"]["dependentTasks"] == ["prepare"]
     assert sorted(tasks["train"]["dependentTasks"]) == ["prepare", "tune"]
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["prepare", "train"]
     assert sorted(tasks["explain"]["dependentTasks"]) == ["evaluate", "prepare", "train"]
     assert sorted(tasks["drift"]["dependentTasks"]) == ["prepare", "train"]
-
-    # register runs only when evaluate's accuracy check passed (dsl.If), after drift.
-    assert gate["taskInfo"]["name"] == "accuracy-gate"
-    assert "evaluate-Output" in gate["triggerPolicy"]["condition"]
-    register = spec["components"]["comp-condition-1"]["dag"]["tasks"]["register"]
-    assert register["retryPolicy"]["maxRetryCount"] == 1
-    # deploy runs only for a version that passed the whole gate (a nested dsl.If).
-    inner = spec["components"]["comp-condition-1"]["dag"]["tasks"]["condition-2"]
-    assert "register-Output" in inner["triggerPolicy"]["condition"]
-    assert "deploy" in spec["components"]["comp-condition-2"]["dag"]["tasks"]
-    assert sorted(gate["dependentTasks"]) == ["drift", "evaluate", "prepare", "train"]
+    # register judges every trained model (the gate is decided there, once) ...
+    assert sorted(tasks["register"]["dependentTasks"]) == ["drift", "evaluate", "train"]
+    # ... and deploy runs only for a version that passed it (dsl.If on register's output).
+    assert gate["taskInfo"]["name"] == "registry-gate"
+    assert "register-Output" in gate["triggerPolicy"]["condition"]
+    assert "deploy" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
+    assert "evaluate-Output" not in yaml.safe_dump(spec), "evaluate decides nothing"
     for task in tasks.values():
         assert task["cachingOptions"] == {"enableCache": True}
         assert task["retryPolicy"]["maxRetryCount"] == 1
@@ -70,20 +68,23 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
         assert "pip install" not in " ".join(container["command"]), "the image has everything"
 
 
-def test_pipeline_parameters():
+def default_mismatches(params: dict, config: Config) -> list[str]:
+    """Compiled parameters whose default differs from the config value they set."""
+    return [
+        name
+        for name, key in PARAMETERS.items()
+        if params[name]["defaultValue"] != value_at(config, key)
+    ]
+
+
+def test_pipeline_parameter_defaults_are_the_config_defaults():
+    """`Config()` is the only home of defaults: every compiled parameter default equals the
+    config value the parameter sets, and every parameter but the drift data sets one."""
     spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
-    assert {
-        "source",
-        "limit",
-        "tune_trials",
-        "epochs",
-        "seed",
-        "accuracy_threshold",
-        "current_data",
-        "approval",
-        "deploy_target",
-        "mlflow_tracking_uri",
-    } <= set(params)
-    assert params["accuracy_threshold"]["defaultValue"] == 0.995
-    assert params["tune_trials"]["defaultValue"] == 16
+    assert set(params) == set(PARAMETERS) | {"current_data"}
+    assert default_mismatches(params, Config()) == []
+    assert params["current_data"]["defaultValue"] == ""
+    # The comparison sees a difference in any one value.
+    changed = with_values(Config(), {"train.epochs": 3, "prepare.seed": 7})
+    assert default_mismatches(params, changed) == ["prepare_seed", "epochs"]

@@ -1,0 +1,119 @@
+"""The files stages hand each other, typed: each stage writes one of these and the next reads it.
+
+A stage never imports another stage; it reads the other's output file through the model here
+(the model directory's own contract is `digitops.model.artifact`).
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any, ClassVar, Self
+
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from digitops.errors import DataError
+from digitops.fileio import read_json, write_json
+
+
+class StageFile(BaseModel):
+    """A JSON file one stage writes and another reads."""
+
+    model_config = ConfigDict(extra="ignore", frozen=True)
+    file_name: ClassVar[str]
+    what: ClassVar[str]  # "an evaluation", ...
+    command: ClassVar[str]  # the command that writes it
+
+    @classmethod
+    def read(cls, path: Path) -> Self:
+        """Read the file (or the file of that name in the directory `path`)."""
+        file = path / cls.file_name if path.is_dir() else path
+        if not file.is_file():
+            raise DataError(f"{file}: not found; it should hold {cls.what} from `{cls.command}`")
+        try:
+            return cls.model_validate(read_json(file))
+        except (ValueError, ValidationError):
+            raise DataError(f"{file}: not {cls.what} from `{cls.command}`; run it again") from None
+
+    def write(self, path: Path) -> Path:
+        """Write into the directory `path` under `file_name`, or to the file `path`."""
+        file = path / self.file_name if path.is_dir() else path
+        write_json(file, self.model_dump(mode="json"))
+        return file
+
+
+class BestParams(StageFile):
+    """`tune` → `train`: the best trial's parameters (empty when nothing was searched)."""
+
+    file_name: ClassVar[str] = "best_params.json"
+    what: ClassVar[str] = "a best-parameters file"
+    command: ClassVar[str] = "digitops tune"
+
+    searched: bool
+    params: dict[str, Any]
+    best_val_accuracy: float | None
+    baseline_val_accuracy: float | None
+    trial: str | None
+    epochs: int | None
+    trials: int
+    failed_trials: int
+    budget: dict[str, Any]
+    tune_seconds: float
+    mlflow_run_id: str | None
+
+
+class Evaluation(StageFile):
+    """`evaluate` → `register`: test-split metrics of a model."""
+
+    file_name: ClassVar[str] = "metrics.json"
+    what: ClassVar[str] = "an evaluation"
+    command: ClassVar[str] = "digitops evaluate"
+
+    test_accuracy: float
+    test_macro_f1: float
+    test_misclassified: int
+    test_images: int
+    macro: dict[str, float]
+    per_class: dict[str, dict[str, float]]
+    confusion_matrix: list[list[int]]
+    model_dir: str
+    dataset_version: str
+
+
+class DriftVerdict(StageFile):
+    """`drift` → `register`: whether current data drifted from the training data, and why."""
+
+    file_name: ClassVar[str] = "drift.json"
+    what: ClassVar[str] = "a drift verdict"
+    command: ClassVar[str] = "digitops drift"
+
+    drifted: bool
+    drifted_share: float
+    drifted_columns: list[str]
+    drift_share_threshold: float
+    columns: dict[str, dict[str, Any]]
+    reference: dict[str, str]
+    current: dict[str, str]
+    reference_images: int
+    current_images: int
+    model: str | None
+    evidently_version: str
+    digitops_version: str
+
+
+class Registration(StageFile):
+    """`register` → `deploy`: the registered version and the gate's decision on it."""
+
+    file_name: ClassVar[str] = "registered.json"
+    what: ClassVar[str] = "a registration"
+    command: ClassVar[str] = "digitops register"
+
+    model_name: str
+    version: int
+    gate_passed: bool
+    gate_reasons: list[str]
+    aliases: list[str]
+    production: int | None
+
+    @property
+    def model_uri(self) -> str:
+        return f"models:/{self.model_name}/{self.version}"

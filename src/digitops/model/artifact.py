@@ -1,0 +1,155 @@
+"""The model directory's contract: the model card, its class names, and the one ONNX classifier.
+
+`train` writes the directory; evaluate, drift, register, the export check and serving read it
+through this module. No torch here, so the serving path can use it.
+"""
+
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from digitops.errors import ModelError
+from digitops.fileio import read_json, write_json
+
+MODEL_ONNX = "model.onnx"
+MODEL_CARD = "model.json"
+CHECKPOINT = "model.ckpt"
+# Where a card may sit in a directory: ours, or MLflow's layout of a logged model's extra files.
+CARD_PLACES = (MODEL_CARD, f"extra_files/{MODEL_CARD}")
+INPUT_NAME = "image"
+OUTPUT_NAME = "logits"
+INPUT_SPEC = "Nx1x28x28 float32, pixels scaled to [0, 1], light ink on dark background"
+THREADS_ENV = "DIGITOPS_ORT_THREADS"
+
+
+class CardDataset(BaseModel):
+    """The dataset version a model was trained on."""
+
+    version: str
+    path: str
+    sizes: dict[str, int]
+
+
+class CardMetrics(BaseModel):
+    """The training numbers a model carries with it."""
+
+    val_accuracy: float
+    epochs: int
+    train_seconds: float
+
+
+class ModelCard(BaseModel):
+    """`model.json`: what the model is, what it expects, what it was trained on, how it did."""
+
+    # Cards written by later versions may carry more; reading them must not fail.
+    model_config = ConfigDict(extra="ignore", frozen=True)
+
+    architecture: str
+    parameters: int
+    input: dict[str, str]
+    output: dict[str, Any]
+    class_names: list[str]
+    normalization: dict[str, Any]
+    hyperparameters: dict[str, dict[str, Any]]
+    augmentation: dict[str, Any]
+    dataset: CardDataset
+    metrics: CardMetrics
+    onnx: dict[str, float]
+    mlflow_run_id: str | None
+    digitops_version: str
+
+    def write(self, model_dir: Path) -> None:
+        write_json(model_dir / MODEL_CARD, self.model_dump())
+
+
+def find_card(directory: Path) -> Path | None:
+    """The card file of a model directory (ours or an MLflow download), if there is one."""
+    return next((directory / p for p in CARD_PLACES if (directory / p).is_file()), None)
+
+
+def load_card(model_dir: Path) -> ModelCard:
+    """The card of a complete model directory (`model.onnx` + `model.json`)."""
+    card_path = find_card(model_dir)
+    if card_path is None or not (model_dir / MODEL_ONNX).is_file():
+        missing = MODEL_CARD if card_path is None else MODEL_ONNX
+        raise ModelError(
+            f"{model_dir}: not a model directory (no {missing}); train or register a model first"
+        )
+    try:
+        return ModelCard.model_validate(read_json(card_path))
+    except (ValueError, ValidationError):
+        raise ModelError(f"{card_path}: not a model card from `digitops train`") from None
+
+
+def check_classes(model_dir: Path, card: ModelCard, class_names: list[str]) -> None:
+    """The model must know exactly the data's classes, in the same order."""
+    if card.class_names != class_names:
+        raise ModelError(
+            f"{model_dir}: the model knows classes {card.class_names}, the data has "
+            f"{class_names}; use data with matching classes"
+        )
+
+
+def onnx_session(path: Path, threads: int | None = None) -> Any:
+    """An onnxruntime CPU session for `path` (threads: None = onnxruntime's default)."""
+    import onnxruntime as ort
+
+    options = ort.SessionOptions()
+    if threads:
+        options.intra_op_num_threads = threads
+        options.inter_op_num_threads = 1
+    try:
+        return ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+    except Exception as exc:  # onnxruntime raises its own untyped errors for bad files
+        raise ModelError(f"{path}: not a loadable ONNX model ({exc})") from None
+
+
+def serving_threads() -> int:
+    """Threads per session in a server: one request is one small image, so more threads would
+    only contend with the server's other workers ($DIGITOPS_ORT_THREADS overrides)."""
+    return int(os.environ.get(THREADS_ENV, "1"))
+
+
+def softmax(logits: np.ndarray) -> np.ndarray:
+    """Row-wise probabilities of N×K logits."""
+    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
+    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
+
+
+def as_input(images: np.ndarray) -> np.ndarray:
+    """N×28×28 images (uint8 0..255, or float in [0, 1]) as the model's N×1×28×28 float32."""
+    x = images.astype(np.float32)
+    if images.dtype == np.uint8:
+        x /= 255.0
+    return x[:, None]
+
+
+@dataclass(frozen=True)
+class OnnxClassifier:
+    """The exported model as every consumer runs it: logits and probabilities per image."""
+
+    session: Any
+    class_names: list[str]
+
+    @classmethod
+    def load(cls, model_dir: Path, threads: int | None = None) -> OnnxClassifier:
+        card = load_card(model_dir)
+        return cls(onnx_session(model_dir / MODEL_ONNX, threads), card.class_names)
+
+    def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        """Logits for N×28×28 images (uint8, or float in [0, 1]), `batch_size` at a time."""
+        name = self.session.get_inputs()[0].name
+        out = [
+            self.session.run(None, {name: as_input(images[i : i + batch_size])})[0]
+            for i in range(0, len(images), batch_size)
+        ]
+        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+
+    def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
+        return softmax(self.logits(images, batch_size))

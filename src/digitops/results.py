@@ -1,0 +1,76 @@
+"""Typed stage results: each stage's numbers under one name, wherever they are shown.
+
+A stage returns a frozen dataclass deriving from `StageResult`. Fields made with `metric()` are
+its metrics: `metrics()` names them once, and the same names reach MLflow (`log_to_mlflow`),
+the KFP UI (`log_to_kfp`) and the console (`lines`). No face re-lists a result's fields.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+from pathlib import Path
+from typing import Any, ClassVar, Protocol
+
+
+def metric(**kwargs: Any) -> Any:
+    """A result field that is a metric (a number, or a mapping of names to numbers)."""
+    return dataclasses.field(metadata={"metric": True}, **kwargs)
+
+
+class _MetricSink(Protocol):
+    def log_metric(self, metric: str, value: float) -> None: ...
+
+
+@dataclasses.dataclass(frozen=True)
+class StageResult:
+    """Base of every stage's result. `title` heads the console summary."""
+
+    title: ClassVar[str] = "result"
+
+    def metrics(self) -> dict[str, float]:
+        """The metric fields: `name: value`; a mapping field `name` gives `key_name: value`."""
+        out: dict[str, float] = {}
+        for field in dataclasses.fields(self):
+            if not field.metadata.get("metric"):
+                continue
+            value = getattr(self, field.name)
+            if isinstance(value, dict):
+                out.update({f"{key}_{field.name}": float(v) for key, v in value.items()})
+            elif value is not None:
+                out[field.name] = float(value)
+        return out
+
+    def heading(self) -> str:
+        return self.title
+
+    def lines(self) -> list[str]:
+        """The console summary: a heading, then every field."""
+        rows = [self.heading()]
+        for field in dataclasses.fields(self):
+            rows.append(f"  {field.name}: {_show(getattr(self, field.name))}")
+        return rows
+
+
+def log_to_mlflow(result: StageResult, step: int | None = None) -> None:
+    """The result's metrics on the active MLflow run."""
+    import mlflow
+
+    mlflow.log_metrics(result.metrics(), step=step)
+
+
+def log_to_kfp(result: StageResult, sink: _MetricSink) -> None:
+    """The result's metrics on a KFP `Output[Metrics]` artifact."""
+    for name, value in result.metrics().items():
+        sink.log_metric(name, value)
+
+
+def _show(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.4f}" if not value.is_integer() else f"{value:.0f}"
+    if isinstance(value, dict):
+        return ", ".join(f"{k} {_show(v)}" for k, v in value.items()) or "none"
+    if isinstance(value, list | tuple):
+        return ", ".join(map(str, value)) or "none"
+    if isinstance(value, Path):
+        return str(value)
+    return "none" if value is None else str(value)
