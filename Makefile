@@ -25,8 +25,8 @@ $(STAMP): requirements.lock pyproject.toml
 	$(BIN)/python -m pip install --quiet --no-deps -e .
 	touch $@
 
-# The compiled pipeline (prepare -> tune -> train -> evaluate, explain, drift -> register) with the
-# KFP local runner.
+# The compiled pipeline (prepare -> tune -> train -> evaluate, explain, drift -> register -> deploy)
+# with the KFP local runner; the deployed local service keeps running (`digitops deploy --stop`).
 run: install
 	$(DIGITOPS) pipeline run
 
