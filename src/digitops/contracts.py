@@ -101,7 +101,8 @@ class DriftVerdict(StageFile):
 
 
 class Registration(StageFile):
-    """`register` → `deploy`: the registered version and the gate's decision on it."""
+    """`register` → `deploy`: which version `register` made (the gate's decision on it is on the
+    version's tags; the pipeline deploys it only when the gate passed)."""
 
     file_name: ClassVar[str] = "registered.json"
     what: ClassVar[str] = "a registration"
@@ -109,10 +110,6 @@ class Registration(StageFile):
 
     model_name: str
     version: int
-    gate_passed: bool
-    gate_reasons: list[str]
-    aliases: list[str]
-    production: int | None
 
     @property
     def model_uri(self) -> str:

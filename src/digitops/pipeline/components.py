@@ -230,7 +230,7 @@ def register(
     )
     registration = result.registration()
     registration.write(Path(registered.path))
-    registered.metadata.update(registration.model_dump(), model_uri=registration.model_uri)
+    registered.metadata.update(result.__dict__, model_uri=registration.model_uri)
     return result.gate_passed
 
 

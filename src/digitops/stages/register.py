@@ -40,7 +40,7 @@ class RegisterResult(StageResult):
 
     def registration(self) -> Registration:
         """The file `deploy` reads."""
-        return Registration.model_validate(self.__dict__)
+        return Registration(model_name=self.model_name, version=self.version)
 
 
 def run(
