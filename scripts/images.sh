@@ -36,6 +36,10 @@ build() {  # NAME DOCKERFILE [BUILD ARG...]
 }
 # The serving kustomization rendered by kustomize, for the deploy task in the component image
 # (no kubectl there): docker/component.Dockerfile copies it (src/digitops/deploy/kubernetes.py).
+command -v kubectl >/dev/null || {
+  echo "error: make images needs kubectl (it renders manifests/serving with kubectl kustomize)" >&2
+  exit 2
+}
 mkdir -p docker/rendered && kubectl kustomize manifests/serving > docker/rendered/serving.yaml
 build digitops docker/component.Dockerfile
 build serving docker/serving.Dockerfile ${model:+--build-arg MODEL_DIR="$model"}

@@ -10,7 +10,7 @@ from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from digitops.errors import ConfigError
 
@@ -32,6 +32,11 @@ class PrepareConfig(Section):
     test_fraction: float = Field(0.15, gt=0, lt=1, description="test share when no test split")
     limit: int = Field(0, ge=0, description="cap on training-pool and test images; 0 = all")
     seed: int = 42
+
+    @field_validator("limit", mode="before")
+    @classmethod
+    def _no_limit(cls, value: Any) -> Any:
+        return 0 if value is None else value  # `--set prepare.limit=` / `limit: null`: all
 
 
 class AugmentConfig(Section):
@@ -195,6 +200,12 @@ class TrackingConfig(Section):
 
     enabled: bool = True
     uri: str = Field("", description="empty: $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db")
+
+    @field_validator("uri", mode="before")
+    @classmethod
+    def _default_uri(cls, value: Any) -> Any:
+        return "" if value is None else value  # `--set tracking.uri=` / `uri: null`: the default
+
     experiment: str = "digitops"
 
 

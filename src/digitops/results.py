@@ -31,24 +31,31 @@ class StageResult:
         """The metric fields: `name: value`; a mapping field `name` gives `key_name: value`."""
         out: dict[str, float] = {}
         for field in dataclasses.fields(self):
-            if not field.metadata.get("metric"):
-                continue
-            value = getattr(self, field.name)
-            if isinstance(value, dict):
-                out.update({f"{key}_{field.name}": float(v) for key, v in value.items()})
-            elif value is not None:
-                out[field.name] = float(value)
+            if field.metadata.get("metric"):
+                out.update(_flatten(field.name, getattr(self, field.name)))
         return out
 
     def heading(self) -> str:
         return self.title
 
     def lines(self) -> list[str]:
-        """The console summary: a heading, then every field."""
+        """The console summary: a heading, then every field, metrics under their metric names."""
         rows = [self.heading()]
         for field in dataclasses.fields(self):
-            rows.append(f"  {field.name}: {_show(getattr(self, field.name))}")
+            value = getattr(self, field.name)
+            if field.metadata.get("metric"):
+                rows += [
+                    f"  {name}: {show_value(v)}" for name, v in _flatten(field.name, value).items()
+                ]
+            else:
+                rows.append(f"  {field.name}: {show_value(value)}")
         return rows
+
+
+def _flatten(name: str, value: Any) -> dict[str, float]:
+    if isinstance(value, dict):
+        return {f"{key}_{name}": float(v) for key, v in value.items()}
+    return {} if value is None else {name: float(value)}
 
 
 def log_to_mlflow(result: StageResult, step: int | None = None) -> None:
@@ -64,11 +71,12 @@ def log_to_kfp(result: StageResult, sink: _MetricSink) -> None:
         sink.log_metric(name, value)
 
 
-def _show(value: Any) -> str:
+def show_value(value: Any) -> str:
+    """A value as the console shows it (floats to 4 places, whole numbers without decimals)."""
     if isinstance(value, float):
         return f"{value:.4f}" if not value.is_integer() else f"{value:.0f}"
     if isinstance(value, dict):
-        return ", ".join(f"{k} {_show(v)}" for k, v in value.items()) or "none"
+        return ", ".join(f"{k} {show_value(v)}" for k, v in value.items()) or "none"
     if isinstance(value, list | tuple):
         return ", ".join(map(str, value)) or "none"
     if isinstance(value, Path):

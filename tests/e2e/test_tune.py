@@ -47,7 +47,7 @@ def test_search_writes_best_params_trial_table_and_child_runs(tmp_path: Path, mn
 
     runs = child_runs(tmp_path, result.mlflow_run_id)
     assert len(runs) == 2 and set(runs["status"]) == {"FINISHED"}
-    assert runs["metrics.val_acc"].max() == pytest.approx(result.best_val_accuracy)
+    assert runs["metrics.val_accuracy"].max() == pytest.approx(result.best_val_accuracy)
     assert "params.train.lr" in runs
 
 

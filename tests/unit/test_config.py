@@ -128,3 +128,8 @@ def test_typed_values_win_over_overrides_and_are_validated():
     assert config.train.epochs == 5 and config.prepare.limit == 0  # 0 = all images
     with pytest.raises(ConfigError, match="'prepare.limit'"):
         load_config(values={"prepare.limit": -1})
+
+
+def test_an_empty_override_means_the_default_where_empty_has_a_meaning():
+    config = load_config(None, ["prepare.limit=", "tracking.uri="])
+    assert config.prepare.limit == 0 and config.tracking.uri == ""

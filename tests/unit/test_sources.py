@@ -34,7 +34,7 @@ def test_csv_source_takes_classes_from_the_data(tmp_path: Path, digits):
     assert result.class_names == [str(i) for i in SIGN_LABELS]
     ds = load_dataset(tmp_path / "ds")
     assert ds.manifest["num_classes"] == 24
-    assert sum(result.sizes.values()) == len(images)
+    assert sum(result.images.values()) == len(images)
     train = ds.split("train")
     assert train.images.shape[1:] == (28, 28) and train.labels.max() == 23
 
@@ -50,7 +50,7 @@ def test_csv_with_separate_test_file(tmp_path: Path, digits):
         ),
         tmp_path / "ds",
     )
-    assert result.sizes["test"] == 160
+    assert result.images["test"] == 160
 
 
 def test_test_label_unknown_to_training_data_is_an_error(tmp_path: Path, digits):
@@ -78,7 +78,7 @@ def test_image_folder_source(tmp_path: Path, digits):
     write_image_folder(tmp_path / "imgs", images[:200], labels[:200])
     result = prepare.run(cfg(f"prepare.source={tmp_path / 'imgs'}"), tmp_path / "ds")
     assert result.class_names == [str(i) for i in range(10)]
-    assert sum(result.sizes.values()) == 200
+    assert sum(result.images.values()) == 200
     test = load_dataset(tmp_path / "ds").split("test")
     assert test.images.dtype == np.uint8 and test.images.shape[1:] == (28, 28)
 
@@ -110,7 +110,7 @@ def test_split_is_deterministic_for_a_seed(tmp_path: Path):
     b = prepare.run(cfg("prepare.limit=500"), tmp_path / "b")
     c = prepare.run(cfg("prepare.limit=500", "prepare.seed=1"), tmp_path / "c")
     assert a.version == b.version != c.version
-    assert a.sizes == {"train": 450, "val": 50, "test": 500}
+    assert a.images == {"train": 450, "val": 50, "test": 500}
 
 
 def test_prepare_refuses_to_overwrite_a_foreign_directory(tmp_path: Path):

@@ -25,7 +25,7 @@ def deploy(config: Config, model: str) -> str:
     the rollout is complete (in a pod: its service account; elsewhere: ~/.kube/config)."""
     from kubernetes import client
     from kubernetes import config as kube_config
-    from kubernetes.dynamic.exceptions import DynamicApiError
+    from kubernetes.dynamic.exceptions import DynamicApiError, ResourceNotFoundError
     from urllib3.exceptions import HTTPError
 
     from digitops.tracking import tracking_uri
@@ -41,7 +41,12 @@ def deploy(config: Config, model: str) -> str:
         api = client.ApiClient()
         apply(api, docs, cfg.namespace)
         wait_for_rollout(client.AppsV1Api(api), cfg.namespace, SERVING, cfg.startup_timeout_s)
-    except (kube_config.ConfigException, DynamicApiError, client.ApiException) as exc:
+    except (
+        kube_config.ConfigException,
+        DynamicApiError,
+        ResourceNotFoundError,  # a kind the cluster does not serve
+        client.ApiException,
+    ) as exc:
         raise DeployError(f"kubernetes: {str(exc).strip().splitlines()[0]}") from None
     except (OSError, HTTPError) as exc:  # the API server cannot be reached
         raise DeployError(f"kubernetes: cannot reach the API server: {exc}") from None

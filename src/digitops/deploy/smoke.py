@@ -43,6 +43,10 @@ def smoke_test(endpoint: str, images: np.ndarray, labels: np.ndarray, count: int
                 answer = response.json()
                 right += answer["digit"] == str(labels[i])
                 version = answer["model_version"]
+    except (ValueError, KeyError, TypeError):  # not JSON, or not the service's answer shape
+        raise DeployError(
+            f"{endpoint}/predict: not a digitops answer ({response.text[:200]})"
+        ) from None
     except httpx.HTTPError as exc:
         raise DeployError(
             f"{endpoint}: the smoke test could not reach the service: {exc}"

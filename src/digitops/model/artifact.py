@@ -135,12 +135,17 @@ class OnnxClassifier:
     """The exported model as every consumer runs it: logits and probabilities per image."""
 
     session: Any
-    class_names: list[str]
+    card: ModelCard
 
     @classmethod
     def load(cls, model_dir: Path, threads: int | None = None) -> OnnxClassifier:
+        """The classifier of a model directory (ours, or an MLflow download of one)."""
         card = load_card(model_dir)
-        return cls(onnx_session(model_dir / MODEL_ONNX, threads), card.class_names)
+        return cls(onnx_session(model_dir / MODEL_ONNX, threads), card)
+
+    @property
+    def class_names(self) -> list[str]:
+        return self.card.class_names
 
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits for N×28×28 images (uint8, or float in [0, 1]), `batch_size` at a time."""

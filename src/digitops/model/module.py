@@ -16,7 +16,8 @@ from digitops.model.cnn import DigitCNN
 
 
 class DigitClassifier(L.LightningModule):
-    """Trains `DigitCNN`; logs `train_loss`, `val_loss`, `val_acc` and `lr` every epoch."""
+    """Trains `DigitCNN`; logs `train_loss`, `train_accuracy`, `val_loss`, `val_accuracy` and
+    `lr` every epoch."""
 
     def __init__(
         self,
@@ -60,7 +61,7 @@ class DigitClassifier(L.LightningModule):
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
-        self.log("train_acc", self.train_acc, on_step=False, on_epoch=True)
+        self.log("train_accuracy", self.train_acc, on_step=False, on_epoch=True)
         return loss
 
     def validation_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> None:
@@ -68,7 +69,7 @@ class DigitClassifier(L.LightningModule):
         logits = self.net(x)
         self.val_acc(logits, y)
         self.log("val_loss", F.cross_entropy(logits, y), on_epoch=True)
-        self.log("val_acc", self.val_acc, on_epoch=True, prog_bar=True)
+        self.log("val_accuracy", self.val_acc, on_epoch=True, prog_bar=True)
 
     def on_train_epoch_end(self) -> None:
         self.log("lr", self.trainer.optimizers[0].param_groups[0]["lr"])

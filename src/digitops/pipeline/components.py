@@ -3,9 +3,9 @@
 No `from __future__ import annotations` here: KFP reads the real annotation types.
 Each runs in the project's component image (`DIGITOPS_IMAGE`), which has digitops and kfp
 installed, so nothing is pip-installed at run time. Imports live inside the bodies, as KFP needs.
-Parameters arrive typed and become config values by their dotted key (`load_config(values=...)`,
-validated by the same schema as the CLI's); a stage's metrics go out under the names its result
-gives them (`log_to_kfp`).
+Inputs are named as the pipeline's parameters and arrive typed; `config_values` turns them into
+config values by dotted key (`digitops.pipeline.parameters`, the one table), validated by the
+same schema as the CLI's. A stage's metrics go out under the names its result gives them.
 """
 
 import os
@@ -33,16 +33,17 @@ STAGES = ("prepare", "tune", "train", "evaluate", "explain", "drift", "register"
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare(
-    source: str, limit: int, seed: int, dataset: Output[Dataset], stats: Output[Metrics]
+    source: str, limit: int, prepare_seed: int, dataset: Output[Dataset], stats: Output[Metrics]
 ) -> None:
     """Build the versioned dataset directory (limit 0 = all images)."""
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import prepare as stage
 
-    values = {"prepare.source": source, "prepare.limit": limit, "prepare.seed": seed}
+    values = config_values(source=source, limit=limit, prepare_seed=prepare_seed)
     result = stage.run(load_config(values=values), Path(dataset.path))
     dataset.metadata.update(version=result.version, classes=len(result.class_names))
     log_to_kfp(result, stats)
@@ -51,8 +52,8 @@ def prepare(
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def tune(
     dataset: Input[Dataset],
-    trials: int,
-    seed: int,
+    tune_trials: int,
+    tune_seed: int,
     mlflow_tracking_uri: str,
     best_params: Output[Artifact],
     trial_table: Output[Markdown],
@@ -65,11 +66,14 @@ def tune(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import tune as stage
     from digitops.stages import tune_report
 
-    values = {"tune.trials": trials, "tune.seed": seed, "tracking.uri": mlflow_tracking_uri}
+    values = config_values(
+        tune_trials=tune_trials, tune_seed=tune_seed, mlflow_tracking_uri=mlflow_tracking_uri
+    )
     out = Path(tempfile.mkdtemp()) / "tune"
     result = stage.run(load_config(values=values), Path(dataset.path), out)
     shutil.copyfile(out / stage.BEST, best_params.path)
@@ -84,7 +88,7 @@ def train(
     dataset: Input[Dataset],
     params: Input[Artifact],
     epochs: int,
-    seed: int,
+    train_seed: int,
     mlflow_tracking_uri: str,
     model: Output[Model],
     metrics: Output[Metrics],
@@ -94,15 +98,13 @@ def train(
 
     from digitops.config import load_config
     from digitops.contracts import BestParams
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import train as stage
 
-    values = {
-        "train.epochs": epochs,
-        "train.seed": seed,
-        "train.progress": False,
-        "tracking.uri": mlflow_tracking_uri,
-    }
+    values = config_values(
+        epochs=epochs, train_seed=train_seed, mlflow_tracking_uri=mlflow_tracking_uri
+    ) | {"train.progress": False}
     tuned = BestParams.read(Path(params.path)).params
     result = stage.run(load_config(values=values), Path(dataset.path), Path(model.path), tuned)
     model.metadata.update(
@@ -128,11 +130,12 @@ def evaluate(
 
     from digitops.config import load_config
     from digitops.contracts import Evaluation
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import evaluate as stage
 
     out = Path(evaluation.path)
-    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
+    config = load_config(values=config_values(mlflow_tracking_uri=mlflow_tracking_uri))
     result = stage.run(config, Path(model.path), Path(dataset.path), out)
     log_to_kfp(result, metrics)
     found = Evaluation.read(out)
@@ -154,11 +157,12 @@ def explain(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import explain as stage
 
     out = Path(tempfile.mkdtemp()) / "explanation"
-    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
+    config = load_config(values=config_values(mlflow_tracking_uri=mlflow_tracking_uri))
     result = stage.run(config, Path(model.path), Path(dataset.path), out)
     log_to_kfp(result, metrics)
     shutil.copyfile(out / stage.REPORT, report.path)
@@ -181,11 +185,12 @@ def drift(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import drift as stage
 
     out = Path(tempfile.mkdtemp()) / "drift"
-    config = load_config(values={"tracking.uri": mlflow_tracking_uri})
+    config = load_config(values=config_values(mlflow_tracking_uri=mlflow_tracking_uri))
     result = stage.run(config, Path(dataset.path), current_data or None, out, Path(model.path))
     shutil.copyfile(out / stage.VERDICT, verdict.path)
     shutil.copyfile(out / stage.REPORT, report.path)
@@ -212,15 +217,16 @@ def register(
     from pathlib import Path
 
     from digitops.config import load_config
+    from digitops.pipeline.parameters import config_values
     from digitops.stages import register as stage
 
-    values = {
-        "registry.model_name": model_name,
-        "registry.accuracy_threshold": accuracy_threshold,
-        "registry.drift_blocks": drift_blocks_promotion,
-        "registry.approval": approval,
-        "tracking.uri": mlflow_tracking_uri,
-    }
+    values = config_values(
+        model_name=model_name,
+        accuracy_threshold=accuracy_threshold,
+        drift_blocks_promotion=drift_blocks_promotion,
+        approval=approval,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
     result = stage.run(
         load_config(values=values),
         Path(model.path),
@@ -238,8 +244,8 @@ def register(
 def deploy(
     dataset: Input[Dataset],
     registered: Input[Artifact],
-    target: str,
-    min_accuracy: float,
+    deploy_target: str,
+    smoke_min_accuracy: float,
     mlflow_tracking_uri: str,
     deployment: Output[Artifact],
     metrics: Output[Metrics],
@@ -251,14 +257,15 @@ def deploy(
 
     from digitops.config import load_config
     from digitops.contracts import Registration
+    from digitops.pipeline.parameters import config_values
     from digitops.results import log_to_kfp
     from digitops.stages import deploy as stage
 
-    values = {
-        "deploy.target": target,
-        "deploy.min_accuracy": min_accuracy,
-        "tracking.uri": mlflow_tracking_uri,
-    }
+    values = config_values(
+        deploy_target=deploy_target,
+        smoke_min_accuracy=smoke_min_accuracy,
+        mlflow_tracking_uri=mlflow_tracking_uri,
+    )
     model_uri = Registration.read(Path(registered.path)).model_uri
     state = Path("artifacts") / "deployment"
     result = stage.run(load_config(values=values), model_uri, Path(dataset.path), state)

@@ -8,33 +8,12 @@ input fails twice, quickly.
 
 from kfp import dsl
 
-from digitops.config import Config, value_at
 from digitops.pipeline import components
+from digitops.pipeline.parameters import DEFAULTS
 
 PIPELINE_NAME = "digitops"
 RETRIES = 1
 RETRY_BACKOFF = "5s"
-
-# Each pipeline parameter sets one config value; its default is that value in `Config()`, the one
-# home of defaults (a test compares the compiled YAML with it). `current_data` is no config value:
-# it names the data the drift task checks (empty: the test split).
-PARAMETERS = {
-    "source": "prepare.source",
-    "limit": "prepare.limit",
-    "prepare_seed": "prepare.seed",
-    "tune_trials": "tune.trials",
-    "tune_seed": "tune.seed",
-    "epochs": "train.epochs",
-    "train_seed": "train.seed",
-    "accuracy_threshold": "registry.accuracy_threshold",
-    "drift_blocks_promotion": "registry.drift_blocks",
-    "approval": "registry.approval",
-    "model_name": "registry.model_name",
-    "deploy_target": "deploy.target",
-    "smoke_min_accuracy": "deploy.min_accuracy",
-    "mlflow_tracking_uri": "tracking.uri",
-}
-DEFAULTS = {name: value_at(Config(), key) for name, key in PARAMETERS.items()}
 
 
 def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.PipelineTask:
@@ -77,7 +56,7 @@ def digits_pipeline(
     version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy it must
     reach there, and the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite)."""
     prepared = _configure(
-        components.prepare(source=source, limit=limit, seed=prepare_seed),
+        components.prepare(source=source, limit=limit, prepare_seed=prepare_seed),
         cpu="1",
         memory="2Gi",
         name="prepare",
@@ -85,8 +64,8 @@ def digits_pipeline(
     tuned = _configure(
         components.tune(
             dataset=prepared.outputs["dataset"],
-            trials=tune_trials,
-            seed=tune_seed,
+            tune_trials=tune_trials,
+            tune_seed=tune_seed,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="2",
@@ -98,7 +77,7 @@ def digits_pipeline(
             dataset=prepared.outputs["dataset"],
             params=tuned.outputs["best_params"],
             epochs=epochs,
-            seed=train_seed,
+            train_seed=train_seed,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="2",
@@ -159,8 +138,8 @@ def digits_pipeline(
             components.deploy(
                 dataset=prepared.outputs["dataset"],
                 registered=registered.outputs["registered"],
-                target=deploy_target,
-                min_accuracy=smoke_min_accuracy,
+                deploy_target=deploy_target,
+                smoke_min_accuracy=smoke_min_accuracy,
                 mlflow_tracking_uri=mlflow_tracking_uri,
             ),
             cpu="1",

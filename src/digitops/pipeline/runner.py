@@ -15,6 +15,7 @@ from pathlib import Path
 from typing import Any, TextIO
 
 from digitops.errors import DigitopsError
+from digitops.results import show_value
 
 log = logging.getLogger(__name__)
 
@@ -57,14 +58,12 @@ class TaskSummary:
         rows += [f"    {key}: {value}" for key, value in self.outputs.items()]
         for name, uri in self.artifacts.items():
             details = ", ".join(
-                f"{k}={_show(v)}" for k, v in self.metadata[name].items() if k != "confusionMatrix"
+                f"{k}={show_value(v)}"
+                for k, v in self.metadata[name].items()
+                if k != "confusionMatrix"
             )
             rows.append(f"    {name}: {uri}" + (f"  ({details})" if details else ""))
         return rows
-
-
-def _show(value: Any) -> str:
-    return f"{value:.4f}" if isinstance(value, float) and not value.is_integer() else str(value)
 
 
 def run_local(

@@ -64,7 +64,10 @@ def _remote(inputs: Iterable[tuple[str, bytes]], url: str) -> Iterator[tuple[str
 
 def camera_frames(index: int, count: int) -> list[tuple[str, bytes]]:
     """`count` frames of webcam `index` as PNG bytes."""
-    import cv2
+    try:
+        import cv2
+    except ImportError:  # no extra declares OpenCV: the camera is an add-on
+        raise DigitopsError("--camera needs OpenCV: pip install opencv-python-headless") from None
 
     capture = cv2.VideoCapture(index)
     if not capture.isOpened():

@@ -16,14 +16,7 @@ from typing import Any
 import numpy as np
 
 from digitops.errors import ModelError
-from digitops.model.artifact import (
-    MODEL_ONNX,
-    ModelCard,
-    find_card,
-    onnx_session,
-    serving_threads,
-    softmax,
-)
+from digitops.model.artifact import OnnxClassifier, serving_threads
 
 log = logging.getLogger(__name__)
 
@@ -40,20 +33,21 @@ class Prediction:
 
 @dataclass
 class Predictor:
-    """Runs the ONNX model on batches of 28×28 float images in [0, 1]."""
+    """The model's classifier (`digitops.model.artifact`) and where it came from."""
 
-    session: Any
-    class_names: list[str]
+    classifier: OnnxClassifier
     source: str
     version: str
     name: str
     metrics: dict[str, Any] = field(default_factory=dict)
 
+    @property
+    def class_names(self) -> list[str]:
+        return self.classifier.class_names
+
     def predict(self, images: np.ndarray) -> list[Prediction]:
-        """Predictions for an N×28×28 float32 batch."""
-        inputs = {self.session.get_inputs()[0].name: images[:, None].astype(np.float32)}
-        probabilities = softmax(self.session.run(None, inputs)[0])
-        return [self._answer(row) for row in probabilities]
+        """Predictions for an N×28×28 float32 batch in [0, 1]."""
+        return [self._answer(row) for row in self.classifier.probabilities(images)]
 
     def _answer(self, row: np.ndarray) -> Prediction:
         order = np.argsort(row)[::-1]
@@ -73,18 +67,16 @@ def load_predictor(source: str, threads: int | None = None) -> Predictor:
         directory, name, version = _download(source)
     else:
         directory = Path(source)
-    onnx_path = directory / MODEL_ONNX
-    card_path = find_card(directory)
-    if not onnx_path.is_file() or card_path is None:
-        raise ModelError(f"{source}: no model.onnx and model.json; train or register a model")
-    card = ModelCard.model_validate_json(card_path.read_text())
+    try:
+        classifier = OnnxClassifier.load(directory, threads or serving_threads())
+    except ModelError as exc:  # name what the user gave, not a download folder
+        raise ModelError(f"{source}: {str(exc).removeprefix(f'{directory}: ')}") from None
     return Predictor(
-        session=onnx_session(onnx_path, threads or serving_threads()),
-        class_names=card.class_names,
+        classifier=classifier,
         source=source,
         version=version,
         name=name,
-        metrics=card.metrics.model_dump(),
+        metrics=classifier.card.metrics.model_dump(),
     )
 
 

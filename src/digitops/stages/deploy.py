@@ -8,6 +8,7 @@ one that passes replaces the one recorded in `deployment.json`, which `stop` end
 
 from __future__ import annotations
 
+import logging
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -16,6 +17,8 @@ from digitops.data.dataset import load_dataset
 from digitops.deploy import DeployError
 from digitops.fileio import atomic_dir, read_json, write_json
 from digitops.results import StageResult, metric
+
+log = logging.getLogger(__name__)
 
 RECORD = "deployment.json"
 
@@ -78,4 +81,11 @@ def stop(out_dir: Path) -> str | None:
     # pid, nor one in another PID namespace (a deploy task that ran in a container).
     if isinstance(process, dict):
         local.stop(local.Service(int(process["pid"]), float(process["create_time"])))
+    elif record.get("pid"):  # an older record (pid only): its process cannot be verified
+        log.warning(
+            "%s: recorded in an older format; if process %s still serves %s, stop it yourself",
+            out_dir / RECORD,
+            record["pid"],
+            record["endpoint"],
+        )
     return str(record["endpoint"])

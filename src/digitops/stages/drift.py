@@ -46,6 +46,7 @@ class DriftResult(StageResult):
     reference_images: int = metric(default=0)
     current_images: int = metric(default=0)
     seconds: float = 0.0
+    drift_score: dict[str, float] = metric(default_factory=dict)  # `<column>_drift_score`
 
     def heading(self) -> str:
         return "drift detected" if self.drifted else "no drift"
@@ -89,6 +90,7 @@ def run(
         verdict.reference_images,
         verdict.current_images,
         time.perf_counter() - started,
+        {name: column["score"] for name, column in verdict.columns.items()},
     )
     if config.tracking.enabled:
         _track(config, result, verdict)
@@ -206,5 +208,4 @@ def _track(config: Config, result: DriftResult, verdict: DriftVerdict) -> None:
             }
         )
         log_to_mlflow(result)
-        mlflow.log_metrics({f"drift_{name}": c["score"] for name, c in verdict.columns.items()})
         mlflow.log_artifacts(str(result.out_dir), artifact_path="drift")

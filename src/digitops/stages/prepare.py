@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,7 +13,7 @@ from digitops.data.augment import build_augmentation
 from digitops.data.dataset import Split, write_dataset
 from digitops.data.sources import load_source
 from digitops.errors import DataError
-from digitops.results import StageResult
+from digitops.results import StageResult, metric
 
 
 @dataclass(frozen=True)
@@ -22,11 +23,8 @@ class PrepareResult(StageResult):
     title = "prepared dataset"
     dataset_dir: Path
     version: str
-    sizes: dict[str, int]
-    class_names: list[str]
-
-    def metrics(self) -> dict[str, float]:
-        return {f"{split}_images": size for split, size in self.sizes.items()}
+    images: dict[str, int] = metric()  # per split: `train_images`, `val_images`, `test_images`
+    class_names: list[str] = dataclasses.field(default_factory=list)
 
 
 def run(config: Config, out_dir: Path) -> PrepareResult:

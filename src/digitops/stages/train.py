@@ -81,7 +81,6 @@ def run(
         if params:
             mlflow.set_tag("tuned_params", ", ".join(f"{k}={v}" for k, v in params.items()))
         result = _train(config, dataset, augment_spec, out_dir, run_id=run_id)
-        log_to_mlflow(result)
         mlflow.log_artifacts(str(out_dir), artifact_path="model")
     return result
 
@@ -112,7 +111,7 @@ def _train(
         checkpoint = ModelCheckpoint(
             dirpath=tmp / "checkpoints",
             filename="best",
-            monitor="val_acc",
+            monitor="val_accuracy",
             mode="max",
             save_top_k=1,
         )
@@ -121,7 +120,10 @@ def _train(
             accelerator="cpu",
             devices=1,
             logger=_logger(config, run_id),
-            callbacks=[checkpoint, EarlyStopping("val_acc", mode="max", patience=cfg.patience)],
+            callbacks=[
+                checkpoint,
+                EarlyStopping("val_accuracy", mode="max", patience=cfg.patience),
+            ],
             enable_progress_bar=cfg.progress,
             enable_model_summary=False,
             num_sanity_val_steps=0,
@@ -143,6 +145,10 @@ def _train(
             run_id,
         )
         _model_card(config, dataset, result, parity, augment_spec).write(tmp)
+    if run_id is not None:
+        # After the per-epoch curves, at the last step: the kept (best) checkpoint's numbers, so
+        # the run's `val_accuracy` is the model's, as in KFP and on the console.
+        log_to_mlflow(result, step=trainer.global_step + 1)
     return result
 
 

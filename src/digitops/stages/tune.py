@@ -31,7 +31,7 @@ from digitops.stages import tune_report
 log = logging.getLogger(__name__)
 
 BEST = BestParams.file_name
-METRIC = "val_acc"
+METRIC = "val_accuracy"
 
 
 class TuneError(DigitopsError):
@@ -106,7 +106,7 @@ def train_trial(
         build_augmentation(config.augment),
     )
     report = TuneReportCheckpointCallback(
-        {METRIC: "val_acc", "val_loss": "val_loss"}, save_checkpoints=False
+        {METRIC: "val_accuracy", "val_loss": "val_loss"}, save_checkpoints=False
     )
     trainer = L.Trainer(
         max_epochs=config.tune.epochs,
@@ -299,11 +299,11 @@ def _write(
     if ok.empty:
         errors = "; ".join(f"{row.trial}: {row.error}" for row in table.itertuples())
         raise TuneError(f"all {len(table)} trials failed — {errors}")
-    best = ok.loc[ok["val_acc"].idxmax()]
+    best = ok.loc[ok["val_accuracy"].idxmax()]
     keys = list(config.tune.space)
     baseline = table[table["baseline"]]
     baseline_acc = (
-        float(baseline["val_acc"].iloc[0])
+        float(baseline["val_accuracy"].iloc[0])
         if not baseline.empty and baseline["status"].iloc[0] != "failed"
         else None
     )
@@ -311,7 +311,7 @@ def _write(
         out_dir,
         searched=True,
         best_params={key: _plain(best[key]) for key in keys},
-        best_val_accuracy=float(best["val_acc"]),
+        best_val_accuracy=float(best["val_accuracy"]),
         baseline_val_accuracy=baseline_acc,
         trials=len(table),
         failed_trials=int((table["status"] == "failed").sum()),

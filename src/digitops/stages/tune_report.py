@@ -33,8 +33,8 @@ def trial_table(grid: Any, max_epochs: int, baseline: dict[str, Any] | None) -> 
             continue
         history = result.metrics_dataframe
         accuracy = (
-            list(history["val_acc"].astype(float))
-            if history is not None and "val_acc" in history
+            list(history["val_accuracy"].astype(float))
+            if history is not None and "val_accuracy" in history
             else []
         )
         name = str(result.metrics.get("trial_id") or Path(result.path).name)
@@ -51,7 +51,7 @@ def trial_table(grid: Any, max_epochs: int, baseline: dict[str, Any] | None) -> 
                 "status": status,
                 "baseline": baseline is not None and result.config == baseline,
                 "epochs": len(accuracy),
-                "val_acc": max(accuracy) if accuracy else float("nan"),
+                "val_accuracy": max(accuracy) if accuracy else float("nan"),
                 "seconds": round(float(result.metrics.get("time_total_s", 0.0)), 1),
                 **result.config,
                 "error": _error_line(result.error),
@@ -73,7 +73,7 @@ def _error_line(error: BaseException | None) -> str:
 
 def write(trials: Trials, keys: list[str], out: Path, best_trial: str) -> None:
     """Write the trial table (CSV, Markdown), the curves figure and the HTML report to `out`."""
-    table = trials.table.sort_values("val_acc", ascending=False, na_position="last")
+    table = trials.table.sort_values("val_accuracy", ascending=False, na_position="last")
     table.to_csv(out / TRIALS_CSV, index=False)
     shown = _display(table, keys)
     (out / TRIALS_MD).write_text(
@@ -84,7 +84,7 @@ def write(trials: Trials, keys: list[str], out: Path, best_trial: str) -> None:
     _plot_curves(trials, best_trial, out / CURVES)
     best = table[table["trial"] == best_trial].iloc[0]
     summary = (
-        f"<h1>Best validation accuracy {best['val_acc']:.2%}</h1>"
+        f"<h1>Best validation accuracy {best['val_accuracy']:.2%}</h1>"
         f"<p>Trial {best_trial} of {len(table)} "
         f"({int((table['status'] == 'failed').sum())} failed, "
         f"{int((table['status'] == 'stopped early').sum())} stopped early): "
@@ -109,9 +109,11 @@ def write_skipped(out: Path) -> None:
 
 
 def _display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
-    shown = table[["trial", "status", "baseline", "epochs", "val_acc", "seconds", *keys, "error"]]
+    shown = table[
+        ["trial", "status", "baseline", "epochs", "val_accuracy", "seconds", *keys, "error"]
+    ]
     return shown.assign(
-        val_acc=shown["val_acc"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+        val_accuracy=shown["val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
         baseline=shown["baseline"].map(lambda b: "yes" if b else ""),
         **{key: shown[key].map(_fmt) for key in keys},
     )

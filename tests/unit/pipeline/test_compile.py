@@ -8,7 +8,7 @@ from kfp import components
 
 from digitops.config import Config, value_at, with_values
 from digitops.pipeline.components import DEFAULT_IMAGE
-from digitops.pipeline.dag import PARAMETERS
+from digitops.pipeline.parameters import PARAMETERS
 from digitops.pipeline.runner import compile_all
 
 REPO = Path(__file__).resolve().parents[3]
@@ -88,3 +88,12 @@ def test_pipeline_parameter_defaults_are_the_config_defaults():
     # The comparison sees a difference in any one value.
     changed = with_values(Config(), {"train.epochs": 3, "prepare.seed": 7})
     assert default_mismatches(params, changed) == ["prepare_seed", "epochs"]
+
+
+def test_component_inputs_are_named_as_the_pipeline_parameters_they_carry():
+    """Components map their inputs to config keys through the same table (`config_values`), so
+    every plain input is a pipeline parameter (or the drift data / the run's name)."""
+    for path in sorted((REPO / "components").glob("*.yaml")):
+        spec = yaml.safe_load(path.read_text())
+        inputs = set(spec["root"]["inputDefinitions"].get("parameters", {}))
+        assert inputs - {"current_data", "pipeline_run"} <= set(PARAMETERS), path.name
