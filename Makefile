@@ -55,7 +55,7 @@ test-fast: install
 images: install
 	$(SUDO) env PYTHON=$(BIN)/python sh scripts/images.sh $(IMAGE_MODEL)
 
-# kind cluster with Kubeflow Pipelines, MLflow, KubeRay and the images (README: "On a cluster").
+# kind cluster with Kubeflow Pipelines, MLflow, KubeRay and the images (docs/cluster.md).
 kind-up: images
 	sh scripts/kind-up.sh
 
