@@ -55,4 +55,5 @@ USER 1000
 EXPOSE 8000
 HEALTHCHECK --interval=10s --timeout=3s --start-period=20s --retries=3 \
     CMD ["python3", "-c", "import os, urllib.request; urllib.request.urlopen(f\"http://127.0.0.1:{os.environ['PORT']}/health\", timeout=2)"]
-CMD ["sh", "-c", "exec uvicorn --factory digitops.serving.main:app_from_env --host 0.0.0.0 --port \"$PORT\" --workers \"$WORKERS\""]
+# uvicorn with the service's limits and its workers' metrics summed (digitops.serving.main).
+CMD ["python3", "-m", "digitops.serving.main"]

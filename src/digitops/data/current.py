@@ -2,11 +2,15 @@
 
 Three kinds: a dataset directory (its test split), a folder of image files (any depth, read
 as they are: resized to 28×28 grayscale, never inverted or centred, so such changes show), and
-the prediction service's request log (JSON lines holding each request's descriptors).
+the prediction service's request log (JSON lines holding each request's descriptors), or a
+folder of them (the log and its rotated files). A log line that is not a whole record (a write
+cut short by a crash or a full disk) is skipped and counted, not a reason to refuse the log.
 """
 
 from __future__ import annotations
 
+import json
+import logging
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -15,8 +19,10 @@ import pandas as pd
 
 from digitops.data.dataset import MANIFEST, load_dataset
 from digitops.data.descriptors import COLUMNS
-from digitops.data.sources import IMAGE_SUFFIXES, read_image
+from digitops.data.sources import IMAGE_SUFFIXES, is_hidden, read_image
 from digitops.errors import DataError
+
+log = logging.getLogger(__name__)
 
 REQUEST_LOG_SUFFIXES = {".jsonl", ".ndjson"}
 
@@ -44,6 +50,9 @@ def load_current(source: str | Path) -> Current:
     if path.is_dir() and (path / MANIFEST).is_file():
         images = load_dataset(path).split("test").images
         return _checked(Current(str(path), "dataset test split", images=images))
+    if path.is_dir() and (logs := _request_logs(path)):
+        table = pd.concat([_read_log(file) for file in logs], ignore_index=True)
+        return _checked(Current(str(path), "request log", table=table))
     if path.is_dir():
         return _checked(Current(str(path), "image folder", images=_read_folder(path)))
     if path.suffix.lower() in REQUEST_LOG_SUFFIXES:
@@ -58,7 +67,12 @@ def load_current(source: str | Path) -> Current:
 
 def _read_folder(root: Path) -> np.ndarray:
     try:
-        files = sorted(p for p in root.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        files = sorted(
+            p
+            for p in root.rglob("*")
+            if p.suffix.lower() in IMAGE_SUFFIXES
+            and not any(is_hidden(part) for part in [p, *p.relative_to(root).parents])
+        )
     except OSError as exc:
         raise DataError(f"{root}: cannot be read ({exc.strerror})") from None
     if not files:
@@ -66,11 +80,38 @@ def _read_folder(root: Path) -> np.ndarray:
     return np.stack([read_image(file) for file in files])
 
 
+def _request_logs(root: Path) -> list[Path]:
+    """The request logs directly in `root` (the log and its rotated files), if it holds any."""
+    return sorted(
+        p
+        for p in root.iterdir()
+        if p.is_file() and p.suffix.lower() in REQUEST_LOG_SUFFIXES and not is_hidden(p)
+    )
+
+
 def _read_log(path: Path) -> pd.DataFrame:
     try:
-        table = pd.read_json(path, lines=True)
-    except (ValueError, OSError) as exc:
-        raise DataError(f"{path}: not a request log (JSON lines): {exc}") from None
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError as exc:
+        raise DataError(f"{path}: cannot be read ({exc.strerror})") from None
+    records, bad = [], 0
+    for line in lines:
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except ValueError:
+            bad += 1
+            continue
+        if isinstance(record, dict):
+            records.append(record)
+        else:
+            bad += 1
+    if bad:
+        log.warning("%s: skipped %d line(s) that are not whole records", path, bad)
+    if lines and not records:
+        raise DataError(f"{path}: not a request log: no line is a JSON record")
+    table = pd.DataFrame.from_records(records)
     missing = [column for column in COLUMNS if column not in table]
     if not table.empty and missing:
         raise DataError(f"{path}: request log entries lack {', '.join(missing)}")

@@ -10,29 +10,37 @@ from __future__ import annotations
 import base64
 import binascii
 import json
+import logging
+import os
 import time
+from collections.abc import AsyncGenerator, AsyncIterator
+from contextlib import asynccontextmanager
 from importlib import resources
 from pathlib import Path
 from typing import Any
 
+import anyio
 import numpy as np
 from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
-from prometheus_client import (
-    CONTENT_TYPE_LATEST,
-    CollectorRegistry,
-    Counter,
-    Histogram,
-    generate_latest,
-)
 from pydantic import BaseModel, Field
+from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.formparsers import MultiPartException, MultiPartParser
+from starlette.requests import ClientDisconnect
 
-from digitops.serving.predictor import Prediction, Predictor
+from digitops.serving import metrics
+from digitops.serving.predictor import Prediction, Predictor, ServedModel
 from digitops.serving.preprocess import ImageError, preprocess
 from digitops.serving.request_log import RequestLog
 
+logger = logging.getLogger(__name__)
+
 MAX_BODY = 10 * 1024 * 1024  # bytes in one request
 MAX_BATCH = 64
+PREDICT_THREADS = 2  # images decoded and predicted at once, per worker process
+REFRESH_ENV = "DIGITOPS_MODEL_REFRESH_S"
+DEFAULT_REFRESH_S = 15.0  # how often a service on an alias checks where the alias points
 
 
 class Answer(BaseModel):
@@ -90,43 +98,60 @@ def _body(single: bool) -> dict[str, Any]:
     }
 
 
-def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI:
-    """The app serving `predictor`; with `request_log`, every prediction is recorded there."""
+def create_app(
+    predictor: Predictor, request_log: Path | None = None, refresh_s: float | None = None
+) -> FastAPI:
+    """The app serving `predictor`; with `request_log`, every prediction is recorded there. A
+    predictor loaded through an alias follows it, checked every `refresh_s` seconds
+    (default `$DIGITOPS_MODEL_REFRESH_S`, else 15)."""
+    served = ServedModel(predictor)
+    every = refresh_s or float(os.environ.get(REFRESH_ENV, DEFAULT_REFRESH_S))
+
+    @asynccontextmanager
+    async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        async with anyio.create_task_group() as tasks:
+            if served.alias is not None:
+                tasks.start_soon(_follow, served, every)
+            yield
+            tasks.cancel_scope.cancel()
+
     app = FastAPI(
         title="digitops",
         summary="Handwritten-digit recognition",
         version=predictor.version,
+        lifespan=lifespan,
     )
     log = RequestLog(request_log) if request_log else None
-    metrics = _Metrics()
-
-    @app.exception_handler(ImageError)
-    async def image_error(_: Request, exc: ImageError) -> JSONResponse:
-        metrics.errors.labels(str(exc.status)).inc()
-        return JSONResponse({"error": str(exc)}, status_code=exc.status)
+    # Decoding and inference run on worker threads, at most PREDICT_THREADS at a time: the event
+    # loop stays free to answer /health and to read other requests while predictions queue.
+    limiter = anyio.CapacityLimiter(PREDICT_THREADS)
+    _answer_errors_as_json(app)
 
     def answer(images: list[bytes]) -> list[Answer]:
         started = time.perf_counter()
-        batch = np.stack([preprocess(data) for data in images])
+        predictor = served.predictor  # the whole request answers with one version
+        batch = np.stack([_preprocess(data, i, len(images)) for i, data in enumerate(images)])
         predictions = predictor.predict(batch)
         if log is not None:
             log.append(batch, predictions, predictor.version)
-        metrics.latency.observe(time.perf_counter() - started)
-        metrics.predictions.inc(len(predictions))
+        metrics.LATENCY.observe(time.perf_counter() - started)
+        metrics.PREDICTIONS.inc(len(predictions))
         return [_shape(p, predictor.version) for p in predictions]
+
+    async def answered(images: list[bytes]) -> list[Answer]:
+        return await anyio.to_thread.run_sync(answer, images, limiter=limiter)
 
     @app.post("/predict", response_model=Answer, responses=ERRORS, openapi_extra=_body(True))
     async def predict(request: Request) -> Answer:
         """Predict the digit in one image."""
-        (data,) = await _images(request, single=True)
-        return answer([data])[0]
+        return (await answered(await _images(request, single=True)))[0]
 
     @app.post(
         "/predict/batch", response_model=BatchAnswer, responses=ERRORS, openapi_extra=_body(False)
     )
     async def predict_batch(request: Request) -> BatchAnswer:
         """Predict the digits in up to 64 images."""
-        return BatchAnswer(predictions=answer(await _images(request, single=False)))
+        return BatchAnswer(predictions=await answered(await _images(request, single=False)))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -136,11 +161,12 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
     @app.get("/ready")
     async def ready() -> dict[str, str]:
         """Readiness: the model is loaded (it is loaded before the server accepts requests)."""
-        return {"status": "ready", "model_version": predictor.version}
+        return {"status": "ready", "model_version": served.predictor.version}
 
     @app.get("/model")
     async def model() -> dict[str, Any]:
         """The model being served."""
+        predictor = served.predictor
         return {
             "name": predictor.name,
             "version": predictor.version,
@@ -151,7 +177,8 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
 
     @app.get("/metrics", include_in_schema=False)
     async def prometheus() -> Response:
-        return Response(generate_latest(metrics.registry), media_type=CONTENT_TYPE_LATEST)
+        content, media_type = metrics.exposition()
+        return Response(content, media_type=media_type)
 
     page = resources.files("digitops.serving").joinpath("static/index.html").read_text()
 
@@ -160,6 +187,53 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         return page
 
     return app
+
+
+async def _follow(served: ServedModel, every_s: float) -> None:
+    """Keep `served` on the version its alias names (a thread: loading a model blocks)."""
+    while True:
+        await anyio.sleep(every_s)
+        await anyio.to_thread.run_sync(served.refresh)
+
+
+def _answer_errors_as_json(app: FastAPI) -> None:
+    """Every refusal, whoever raises it (our checks, Starlette's multipart parser, routing,
+    validation), is `{"error": ...}` with its 4xx status and counted; a defect is a counted 500."""
+
+    def refuse(status: int, message: str) -> JSONResponse:
+        metrics.rejected(status)
+        return JSONResponse({"error": message}, status_code=status)
+
+    @app.exception_handler(ImageError)
+    async def image_error(_: Request, exc: ImageError) -> JSONResponse:
+        return refuse(exc.status, str(exc))
+
+    @app.exception_handler(StarletteHTTPException)
+    async def http_error(_: Request, exc: StarletteHTTPException) -> JSONResponse:
+        return refuse(exc.status_code, str(exc.detail))
+
+    @app.exception_handler(RequestValidationError)
+    async def invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+        return refuse(422, f"invalid request: {exc.errors()[0].get('msg', 'bad value')}")
+
+    @app.exception_handler(ClientDisconnect)
+    async def gone(_: Request, __: ClientDisconnect) -> JSONResponse:
+        return refuse(400, "the client disconnected before sending the whole request")
+
+    @app.exception_handler(Exception)
+    async def defect(_: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error", exc_info=exc)
+        return refuse(500, "internal error (logged by the service)")
+
+
+def _preprocess(data: bytes, index: int, count: int) -> np.ndarray:
+    """One image of a request; in a batch, an error names the image it is about."""
+    try:
+        return preprocess(data)
+    except ImageError as exc:
+        if count == 1:
+            raise
+        raise ImageError(f"image {index}: {exc}", status=exc.status) from None
 
 
 async def _images(request: Request, single: bool) -> list[bytes]:
@@ -171,21 +245,14 @@ async def _images(request: Request, single: bool) -> list[bytes]:
         raise ImageError(f"the request body is over {MAX_BODY // 2**20} MiB", status=413)
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind == "multipart/form-data":
-        form = await request.form(max_files=MAX_BATCH, max_part_size=MAX_BODY)
-        field = "file" if single else "files"
-        uploads = form.getlist(field)
-        files = [u for u in uploads if not isinstance(u, str)]
-        if not files:
-            raise ImageError(f"no file in the multipart field '{field}'", status=400)
-        if single and len(files) > 1:
-            raise ImageError("send one file to /predict; use /predict/batch for more", 400)
-        return [await f.read() for f in files]
+        return await _multipart_files(request, "file" if single else "files", single)
     if kind == "application/json":
+        body = b"".join([chunk async for chunk in _capped(request)])
         try:
-            body = json.loads(await _read_capped(request))
-        except ValueError:
-            raise ImageError("the body is not valid JSON", status=400) from None
-        encoded = _json_images(body, single)
+            parsed = json.loads(body)
+        except (ValueError, RecursionError):  # RecursionError: nested deeper than Python allows
+            raise ImageError("the body is not valid JSON (or is nested too deep)", 400) from None
+        encoded = _json_images(parsed, single)
         return [_b64(item) for item in encoded]
     raise ImageError(
         "send multipart/form-data (a file) or application/json (base64), not "
@@ -194,15 +261,39 @@ async def _images(request: Request, single: bool) -> list[bytes]:
     )
 
 
-async def _read_capped(request: Request) -> bytes:
-    """The body, refusing more than `MAX_BODY` bytes even when no Content-Length was sent."""
-    chunks, size = [], 0
+async def _multipart_files(request: Request, field: str, single: bool) -> list[bytes]:
+    """The files in multipart `field`, parsed from the capped body stream (chunked or not)."""
+    parser = MultiPartParser(
+        request.headers,
+        _capped(request),
+        max_files=MAX_BATCH,
+        max_fields=MAX_BATCH,
+        max_part_size=MAX_BODY,
+    )
+    try:
+        form = await parser.parse()
+    except MultiPartException as exc:
+        raise ImageError(f"the multipart body is malformed: {exc.message}", status=400) from None
+    try:
+        files = [u for u in form.getlist(field) if not isinstance(u, str)]
+        if not files:
+            raise ImageError(f"no file in the multipart field '{field}'", status=400)
+        if single and len(files) > 1:
+            raise ImageError("send one file to /predict; use /predict/batch for more", 400)
+        return [await f.read() for f in files]
+    finally:
+        await form.close()
+
+
+async def _capped(request: Request) -> AsyncGenerator[bytes, None]:
+    """The body as it arrives, refusing more than `MAX_BODY` bytes whatever the client declared
+    (a chunked upload has no Content-Length): nothing past the cap is read."""
+    size = 0
     async for chunk in request.stream():
         size += len(chunk)
         if size > MAX_BODY:
             raise ImageError(f"the request body is over {MAX_BODY // 2**20} MiB", status=413)
-        chunks.append(chunk)
-    return b"".join(chunks)
+        yield chunk
 
 
 def _json_images(body: Any, single: bool) -> list[str]:
@@ -237,24 +328,3 @@ def _shape(prediction: Prediction, version: str) -> Answer:
         top3=prediction.top3,
         model_version=version,
     )
-
-
-class _Metrics:
-    """Prometheus metrics of one app (its own registry, so tests can create many apps)."""
-
-    def __init__(self) -> None:
-        self.registry = CollectorRegistry()
-        self.predictions = Counter(
-            "digitops_predictions", "Images predicted", registry=self.registry
-        )
-        self.errors = Counter(
-            "digitops_rejected_requests",
-            "Requests refused, by status",
-            ["status"],
-            registry=self.registry,
-        )
-        self.latency = Histogram(
-            "digitops_predict_seconds",
-            "Preprocess + inference time per request",
-            registry=self.registry,
-        )

@@ -1,15 +1,19 @@
-"""Entry points that build the app from the environment, for uvicorn workers and containers.
+"""Entry points that run the service: `serve` (the CLI's), and `python -m digitops.serving.main`
+for containers, configured by the environment:
 
-    DIGITOPS_MODEL=models:/digit-classifier@production uvicorn --factory \\
-        digitops.serving.main:app_from_env --workers 2
+    DIGITOPS_MODEL=models:/digit-classifier@production PORT=8000 WORKERS=2 \\
+        python -m digitops.serving.main
 
 `DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`);
-`DIGITOPS_REQUEST_LOG` is where predictions are recorded (unset: not recorded).
+`DIGITOPS_REQUEST_LOG` is where predictions are recorded (unset: not recorded); `HOST`, `PORT`
+and `WORKERS` say where and how many processes. Every way in runs uvicorn with the same limits
+(`digitops.serving.protocol`) and metrics summed over its workers (`digitops.serving.metrics`).
 """
 
 from __future__ import annotations
 
 import os
+import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -17,10 +21,14 @@ from typing import Any
 from fastapi import FastAPI
 
 from digitops.serving.app import create_app
+from digitops.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from digitops.serving.predictor import load_predictor
 
 MODEL_ENV = "DIGITOPS_MODEL"
 REQUEST_LOG_ENV = "DIGITOPS_REQUEST_LOG"
+PROTOCOL = "digitops.serving.protocol:LimitedHttpToolsProtocol"
+KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
+GRACEFUL_SHUTDOWN_S = 10  # requests in flight get this long to finish on SIGTERM
 
 
 def app_from_env() -> FastAPI:
@@ -46,7 +54,20 @@ def serve(
     predictor = load_predictor(model)
     announce(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
     log = request_log.resolve() if request_log is not None else None
-    options: dict[str, Any] = {"host": host, "port": port, "log_level": "warning"}
+    options: dict[str, Any] = {
+        "host": host,
+        "port": port,
+        "log_level": "warning",
+        "http": PROTOCOL,
+        "timeout_keep_alive": KEEP_ALIVE_S,
+        "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
+    }
+    if workers > 1 or os.environ.get(MULTIPROC_ENV):
+        # Workers' metrics meet in one directory (named before any worker imports
+        # prometheus_client), emptied of an earlier run's values.
+        metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="digitops-metrics-")
+        prepare_multiprocess_dir(Path(metrics_dir))
+        os.environ[MULTIPROC_ENV] = metrics_dir
     if workers == 1:
         uvicorn.run(create_app(predictor, log), **options)
         return
@@ -55,3 +76,22 @@ def serve(
     if log is not None:
         os.environ[REQUEST_LOG_ENV] = str(log)
     uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
+
+
+def main() -> None:
+    """`python -m digitops.serving.main`: the service as the environment configures it."""
+    model = os.environ.get(MODEL_ENV)
+    if not model:
+        raise SystemExit(f"set {MODEL_ENV} to a model directory or a models:/ URI")
+    log = os.environ.get(REQUEST_LOG_ENV)
+    serve(
+        model,
+        host=os.environ.get("HOST", "0.0.0.0"),  # in a container, every interface is its own
+        port=int(os.environ.get("PORT", "8000")),
+        workers=int(os.environ.get("WORKERS", "1")),
+        request_log=Path(log) if log else None,
+    )
+
+
+if __name__ == "__main__":
+    main()

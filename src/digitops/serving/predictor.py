@@ -102,3 +102,48 @@ def _resolve_version(client: Any, ref: str) -> tuple[str, str]:
         return name, str(client.get_model_version_by_alias(name, alias).version)
     name, _, version = ref.partition("/")
     return name, version
+
+
+class ServedModel:
+    """The predictor a service answers with. When it was loaded through an alias
+    (`models:/digit-classifier@production`), it follows the alias: `refresh` resolves it again
+    and loads the version that moved in, so `digitops promote` and `rollback` reach a running
+    service (each worker follows on its own; a request in flight finishes on the version it
+    started with). A registry that cannot be reached leaves the current version serving."""
+
+    def __init__(self, predictor: Predictor) -> None:
+        self.predictor = predictor
+        ref = predictor.source.removeprefix("models:/")
+        self.alias = ref.split("@", 1) if predictor.source.startswith("models:/") else None
+        if self.alias is not None and len(self.alias) != 2:
+            self.alias = None  # a pinned version (models:/name/3) never moves
+
+    def refresh(self) -> bool:
+        """Load the version the alias names now, if it moved; True when it did."""
+        if self.alias is None:
+            return False
+        from mlflow import MlflowClient
+        from mlflow.exceptions import MlflowException
+
+        name, alias = self.alias
+        try:
+            version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
+            if version == self.predictor.version:
+                return False
+            replacement = load_predictor(self.predictor.source)
+        except (MlflowException, ModelError, OSError) as exc:
+            log.warning(
+                "%s: cannot follow the alias (%s); still serving version %s",
+                self.predictor.source,
+                exc,
+                self.predictor.version,
+            )
+            return False
+        log.warning(
+            "%s moved: serving version %s (was %s)",
+            self.predictor.source,
+            replacement.version,
+            self.predictor.version,
+        )
+        self.predictor = replacement
+        return True

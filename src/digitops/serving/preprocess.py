@@ -1,25 +1,39 @@
 """Images as users send them → the model's input, normalised the way MNIST was made.
 
-Any size; PNG, JPEG, BMP or WebP; grayscale, RGB or RGBA; dark ink on a light page or light ink
-on a dark one. Steps: decode (refusing oversized images before their pixels are read), flatten
-transparency onto the page, invert when the page is light, crop to the ink, scale the longer side
-to 20 px, pad to 28×28 and centre by centre of mass. numpy and Pillow only.
+Any size; PNG, JPEG, BMP or WebP; grayscale (8 or 16 bit), RGB or RGBA; dark ink on a light
+page or light ink on a dark one. Steps: decode (refusing oversized images before their pixels
+are read; JPEG at a reduced size, straight from the DCT), shrink to a working size, flatten
+transparency onto a page that contrasts with the ink, invert when the page is light, crop to
+the ink, scale the longer side to 20 px, pad to 28×28 and centre by centre of mass. An image
+with no digit in it (blank, a few pixels, ink too faint) is refused, never answered with a
+guess. numpy, Pillow and simplejpeg only.
 """
 
 from __future__ import annotations
 
 import io
+import math
 import warnings
 
 import numpy as np
+import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
 from digitops.errors import DigitopsError
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
-MAX_PIXELS = 25_000_000  # 25 megapixels: a phone photo fits, a 100-megapixel scan does not
+# Decoded pixels cost memory (4 bytes each for RGBA, twice while converting): 16 megapixels keep
+# two images in flight within the serving pod's 512 Mi. JPEG decodes at up to 1/8 of its size,
+# so a 48-megapixel phone photo costs less than a 1-megapixel PNG.
+MAX_PIXELS = 16_000_000
+MAX_JPEG_PIXELS = 64_000_000
+WORK_SIDE = 512  # longer side an image is shrunk to before the digit is found (cheap, enough)
+MIN_SIDE = 8  # an image smaller than 8×8 pixels holds no legible digit
+MIN_CONTRAST = 0.15  # ink and page differ by at least this much (of full scale)
+MIN_INK_SHARE = 0.05  # the digit spans at least this share of the image's longer side
 SIZE, INNER = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28×28 frame
 INK_LEVEL = 0.2  # after inversion, pixels above this (of 1.0) count as ink when cropping
+SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
 class ImageError(DigitopsError):
@@ -30,45 +44,124 @@ class ImageError(DigitopsError):
         self.status = status
 
 
+class NoDigitError(ImageError):
+    """The image decodes but holds no digit to read (blank, tiny, or too faint)."""
+
+
 def load_image(data: bytes) -> np.ndarray:
-    """Decode `data` into a 2-D float32 gray image in [0, 1] (0 = black), transparency flattened
-    onto a white page."""
+    """Decode `data` into a 2-D float32 gray image in [0, 1] (0 = black), at most `WORK_SIDE`
+    pixels on its longer side, transparency flattened onto a page that contrasts with the ink."""
     if not data:
         raise ImageError("the image is empty (0 bytes)")
+    if data[:3] == b"\xff\xd8\xff":
+        return _load_jpeg(data)
+    return _load_with_pillow(data)
+
+
+def _load_jpeg(data: bytes) -> np.ndarray:
+    # simplejpeg (libjpeg-turbo) rather than Pillow: it decodes at 1/2, 1/4 or 1/8 size from the
+    # DCT coefficients, and in strict mode refuses data that ends early, which Pillow fills with
+    # gray and answers as an image.
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        raise ImageError("the image is truncated or corrupt") from None
+    _check_size(width, height, MAX_JPEG_PIXELS)
+    scale = min(1.0, WORK_SIDE / max(width, height))
+    try:
+        gray = simplejpeg.decode_jpeg(
+            data,
+            colorspace="GRAY",
+            strict=True,
+            min_height=math.ceil(height * scale),
+            min_width=math.ceil(width * scale),
+        )
+    except ValueError:
+        raise ImageError("the image is truncated or corrupt") from None
+    return _shrink(Image.fromarray(gray[:, :, 0]), "L")
+
+
+def _load_with_pillow(data: bytes) -> np.ndarray:
     try:
         with warnings.catch_warnings():
-            # Our own limit below answers 413; Pillow's warning would only add noise.
+            # Our own limit answers 413 (below); Pillow's warning would only add noise.
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             image: Image.Image = Image.open(io.BytesIO(data), formats=FORMATS)
-        width, height = image.size
-        if width * height > MAX_PIXELS:
-            raise ImageError(
-                f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels); "
-                f"the limit is {MAX_PIXELS / 1e6:.0f} megapixels",
-                status=413,
-            )
+        _check_size(*image.size, MAX_PIXELS)
         image.load()
     except ImageError:
         raise
-    except (UnidentifiedImageError, Image.DecompressionBombError):
+    except Image.DecompressionBombError:
+        raise ImageError(
+            f"the image is over Pillow's decompression-bomb limit; the limit here is "
+            f"{MAX_PIXELS / 1e6:.0f} megapixels",
+            status=413,
+        ) from None
+    except UnidentifiedImageError:
         raise ImageError(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except (OSError, SyntaxError, ValueError):
         raise ImageError("the image is truncated or corrupt") from None
-    if image.mode in ("RGBA", "LA", "PA") or "transparency" in image.info:
-        page = Image.new("RGBA", image.size, (255, 255, 255, 255))
-        image = Image.alpha_composite(page, image.convert("RGBA"))
-    gray = np.asarray(image.convert("L"), dtype=np.float32) / 255.0
-    return gray
+    if image.mode in SIXTEEN_BIT:
+        levels = np.asarray(image, dtype=np.float32) / 65535.0  # not clipped to 8 bits
+        return _shrink(Image.fromarray(np.clip(levels, 0, 1), "F"), "F")
+    if image.mode in ("RGBA", "LA", "PA", "La") or "transparency" in image.info:
+        return _flatten(_shrink_image(image.convert("LA")))
+    return _shrink(image, "L")
+
+
+def _check_size(width: int, height: int, limit: int) -> None:
+    if width * height > limit:
+        raise ImageError(
+            f"the image is {width}×{height} ({width * height / 1e6:.0f} megapixels); "
+            f"the limit is {limit / 1e6:.0f} megapixels",
+            status=413,
+        )
+    if min(width, height) < MIN_SIDE:
+        raise NoDigitError(
+            f"the image is {width}×{height} pixels: too small to hold a digit "
+            f"(at least {MIN_SIDE}×{MIN_SIDE})"
+        )
+
+
+def _shrink_image(image: Image.Image) -> Image.Image:
+    """`image` with its longer side at most about `WORK_SIDE` (box-filtered, cheap)."""
+    factor = max(image.size) // WORK_SIDE
+    return image.reduce(factor) if factor > 1 else image
+
+
+def _shrink(image: Image.Image, mode: str) -> np.ndarray:
+    gray = _shrink_image(image.convert(mode))
+    scale = 255.0 if mode == "L" else 1.0
+    return np.asarray(gray, dtype=np.float32) / scale
+
+
+def _flatten(image: Image.Image) -> np.ndarray:
+    """Luminance with alpha (LA) → gray on a page that contrasts with the ink: black strokes go
+    on white, white strokes on black, so a drawing that exists only in the alpha channel shows."""
+    levels = np.asarray(image, dtype=np.float32) / 255.0
+    luma, alpha = levels[..., 0], levels[..., 1]
+    covered = float(alpha.sum())
+    ink = float((luma * alpha).sum()) / covered if covered > 0 else 0.0
+    page = 0.0 if ink > 0.5 else 1.0
+    return alpha * luma + (1.0 - alpha) * page
 
 
 def to_mnist(gray: np.ndarray) -> np.ndarray:
-    """A 28×28 float32 image, light ink on black, digit scaled to 20 px and centred by mass."""
+    """A 28×28 float32 image, light ink on black, digit scaled to 20 px and centred by mass;
+    `NoDigitError` when there is no ink to read."""
     ink = gray if _dark_page(gray) else 1.0 - gray
-    ink = np.clip((ink - ink.min()) / max(float(ink.max() - ink.min()), 1e-6), 0, 1)
+    low, high = float(ink.min()), float(ink.max())
+    if high - low < MIN_CONTRAST:
+        raise NoDigitError("no digit found: the image is blank (no ink that stands out)")
+    ink = np.clip((ink - low) / (high - low), 0, 1)
     rows = np.flatnonzero((ink > INK_LEVEL).any(axis=1))
     cols = np.flatnonzero((ink > INK_LEVEL).any(axis=0))
-    if rows.size == 0:
-        return np.zeros((SIZE, SIZE), dtype=np.float32)  # a blank page: nothing to centre
+    extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
+    if extent < max(4, MIN_INK_SHARE * max(gray.shape)):
+        raise NoDigitError(
+            f"no digit found: the only ink spans {extent} pixels of a "
+            f"{gray.shape[1]}×{gray.shape[0]} image"
+        )
     crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
     scale = INNER / max(crop.shape)
     height = max(1, round(crop.shape[0] * scale))
