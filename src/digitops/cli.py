@@ -222,9 +222,13 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 @user_errors
 def serve(
     model: Annotated[
-        str,
-        typer.Option(help="Model directory, models:/digit-classifier@production, or runs:/..."),
-    ] = str(ARTIFACTS / "model"),
+        str | None,
+        typer.Option(
+            help="Model directory, models:/digit-classifier@production, or runs:/... "
+            "(default: the registry's production version, else its candidate, else "
+            "artifacts/model)."
+        ),
+    ] = None,
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
@@ -235,7 +239,7 @@ def serve(
     """Serve the model over HTTP (FastAPI + onnxruntime): /predict, the web page at /, ..."""
     from digitops.serving.main import serve as run_server
 
-    run_server(model, host, port, workers, request_log, announce=typer.echo)
+    run_server(_model_or_default(model), host, port, workers, request_log, announce=typer.echo)
 
 
 @app.command()
@@ -245,9 +249,10 @@ def predict(
     url: Annotated[
         str | None, typer.Option(help="A running service, e.g. http://127.0.0.1:8000.")
     ] = None,
-    model: Annotated[str, typer.Option(help="Model to run locally (without --url).")] = str(
-        ARTIFACTS / "model"
-    ),
+    model: Annotated[
+        str | None,
+        typer.Option(help="Model to run locally (without --url); default as for `serve`."),
+    ] = None,
     camera: Annotated[
         int | None, typer.Option(help="Read frames from webcam N (OpenCV) instead of files.")
     ] = None,
@@ -262,8 +267,36 @@ def predict(
         inputs = read_files(images)
     else:
         raise DigitopsError("give image files, or --camera N")
-    for name, answer in predict_files(inputs, url=url, model=model):
+    source = "" if url else _model_or_default(model)
+    for name, answer in predict_files(inputs, url=url, model=source):
         typer.echo(f"{name}: {describe(answer)}")
+
+
+def _model_or_default(model: str | None) -> str:
+    """`model`, else what the last run produced: the registry's production version, else its
+    candidate (followed as an alias), else artifacts/model; says which on stderr."""
+    if model:
+        return model
+    import os
+
+    from digitops import registry
+    from digitops.config import Config
+    from digitops.tracking import tracking_uri
+
+    config = Config()
+    found = registry.default_model(config.registry, config.tracking)
+    if found is not None:
+        source, version = found
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(config.tracking)  # for workers too
+        typer.echo(f"using {source} (version {version})", err=True)
+        return source
+    if (ARTIFACTS / "model" / "model.onnx").is_file():
+        typer.echo(f"using {ARTIFACTS / 'model'} (no registered model)", err=True)
+        return str(ARTIFACTS / "model")
+    raise DigitopsError(
+        "no model: the registry has no production or candidate version and artifacts/model "
+        "holds none; run `make run` (or `digitops train`), or pass --model"
+    )
 
 
 @app.command()

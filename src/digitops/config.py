@@ -157,9 +157,13 @@ class DriftConfig(Section):
     distance in reference standard deviations for numbers, Jensen-Shannon for the predicted class.
     """
 
-    num_method: str = "wasserstein"
+    # Evidently's distance tests only: a column drifts when its distance reaches the threshold
+    # (p-value tests read the other way round and would invert the verdict).
+    num_method: Literal["wasserstein", "ed", "hellinger", "jensenshannon", "kl_div", "psi"] = (
+        "wasserstein"
+    )
     num_threshold: float = Field(0.1, gt=0, description="a column drifts at this distance or more")
-    cat_method: str = "jensenshannon"
+    cat_method: Literal["jensenshannon", "hellinger", "kl_div", "psi"] = "jensenshannon"
     cat_threshold: float = Field(0.1, gt=0)
     drift_share: float = Field(0.5, gt=0, le=1, description="drifted-column share that is drift")
     predictions: bool = Field(True, description="add the model's class and confidence columns")

@@ -102,7 +102,7 @@ class DriftVerdict(StageFile):
 
 class Registration(StageFile):
     """`register` → `deploy`: which version `register` made (the gate's decision on it is on the
-    version's tags; the pipeline deploys it only when the gate passed)."""
+    version's tags; the pipeline deploys only when it went to production)."""
 
     file_name: ClassVar[str] = "registered.json"
     what: ClassVar[str] = "a registration"
@@ -114,3 +114,8 @@ class Registration(StageFile):
     @property
     def model_uri(self) -> str:
         return f"models:/{self.model_name}/{self.version}"
+
+    @property
+    def production_uri(self) -> str:
+        """What a deployment serves: the `production` alias, which it follows as it moves."""
+        return f"models:/{self.model_name}@production"

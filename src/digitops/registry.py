@@ -2,16 +2,26 @@
 
 A registered model (default `digit-classifier`) has versions; the alias `candidate` marks the
 newest version that passed the gate, `production` the one serving. Every change of `production`
-is appended to the registered model's `production_history` tag, so `rollback` knows where to go.
-Works against any tracking URI: the default SQLite file or an `mlflow server` over HTTP.
+is recorded as a tag of its own on the registered model (`production_history/<n>`), so
+`rollback` knows where to go and no move is ever dropped from the record.
+
+Alias moves are serialized across processes and machines by a lock the registry itself holds
+(`alias_lock`): whoever moves an alias reads the state, rechecks the gate and writes the alias
+and its history entry while no one else can. Works against any tracking URI: the default SQLite
+file or an `mlflow server` over HTTP.
 """
 
 from __future__ import annotations
 
+import contextlib
 import getpass
 import json
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import UTC, datetime
+from pathlib import Path
 from typing import Any, Protocol
 
 from digitops.config import RegistryConfig, TrackingConfig
@@ -19,8 +29,11 @@ from digitops.errors import DigitopsError
 
 CANDIDATE = "candidate"
 PRODUCTION = "production"
-HISTORY_TAG = "production_history"
-HISTORY_KEEP = 30  # entries kept in the tag (MLflow caps tag values at a few kB)
+HISTORY_TAG = "production_history"  # one JSON list (the format before per-move tags)
+HISTORY_PREFIX = "production_history/"  # one tag per move: production_history/000001, ...
+LOCK_SUFFIX = ".alias-lock"
+LOCK_WAIT_S = 60.0  # how long a move waits for another to finish
+LOCK_STALE_S = 300.0  # a lock older than this was left by a crashed process and is broken
 
 
 class RegistryError(DigitopsError):
@@ -84,62 +97,137 @@ def history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
             f"no registered model '{name}'; run `digitops register` first"
         ) from None
     entries: list[dict[str, Any]] = json.loads(tags.get(HISTORY_TAG, "[]"))
-    return entries
+    moves = sorted(key for key in tags if key.startswith(HISTORY_PREFIX))
+    return entries + [json.loads(tags[key]) for key in moves]
 
 
 def set_production(mlflow_client: Any, name: str, number: int, action: str) -> None:
-    """Move the `production` alias to `number` and append the change to the history."""
-    entries = history(mlflow_client, name)
-    entries.append(
-        {
-            "version": number,
-            "since": datetime.now(UTC).isoformat(timespec="seconds"),
-            "by": _user(),
-            "action": action,
-        }
-    )
+    """Move the `production` alias to `number` and record the move (hold `alias_lock`)."""
+    entry = {
+        "version": number,
+        "since": datetime.now(UTC).isoformat(timespec="seconds"),
+        "by": _user(),
+        "action": action,
+    }
+    key = f"{HISTORY_PREFIX}{len(history(mlflow_client, name)) + 1:06d}"
     mlflow_client.set_registered_model_alias(name, PRODUCTION, str(number))
-    mlflow_client.set_registered_model_tag(
-        name, HISTORY_TAG, json.dumps(entries[-HISTORY_KEEP:], separators=(",", ":"))
-    )
+    mlflow_client.set_registered_model_tag(name, key, json.dumps(entry, separators=(",", ":")))
+
+
+@contextmanager
+def alias_lock(mlflow_client: Any, name: str) -> Iterator[None]:
+    """Hold the lock on the aliases of model `name` while the block runs.
+
+    The lock is a registered model of its own (`<name>.alias-lock`): creating one is atomic in
+    every MLflow store (its name is unique), so of two processes only one gets it, wherever they
+    run. MLflow has no compare-and-set on aliases or tags, hence this. A lock older than
+    `LOCK_STALE_S` was left by a process that died holding it, and is broken."""
+    from mlflow.exceptions import MlflowException
+
+    lock = f"{name}{LOCK_SUFFIX}"
+    deadline = time.monotonic() + LOCK_WAIT_S
+    pause = 0.05
+    while True:
+        try:
+            mlflow_client.create_registered_model(
+                lock,
+                tags={"holder": _user(), "purpose": f"serializes alias moves of '{name}'"},
+                description=f"Held while digitops moves an alias of '{name}'; deleted after.",
+            )
+            break
+        except MlflowException as exc:
+            if exc.error_code != "RESOURCE_ALREADY_EXISTS":
+                raise
+        held = _lock_age_s(mlflow_client, lock)
+        if held is not None and held > LOCK_STALE_S:
+            _delete_quietly(mlflow_client, lock)
+            continue
+        if time.monotonic() > deadline:
+            raise RegistryError(
+                f"another alias move of '{name}' has held the registry lock for "
+                f"{held or 0:.0f} s; try again, or delete the registered model '{lock}' if no "
+                "digitops command is running"
+            )
+        time.sleep(pause)
+        pause = min(pause * 2, 1.0)
+    try:
+        yield
+    finally:
+        _delete_quietly(mlflow_client, lock)
+
+
+def _lock_age_s(mlflow_client: Any, lock: str) -> float | None:
+    from mlflow.exceptions import MlflowException
+
+    try:
+        created = mlflow_client.get_registered_model(lock).creation_timestamp
+    except MlflowException:
+        return None  # released meanwhile
+    return time.time() - created / 1000
+
+
+def _delete_quietly(mlflow_client: Any, lock: str) -> None:
+    from mlflow.exceptions import MlflowException
+
+    with contextlib.suppress(MlflowException):  # already gone
+        mlflow_client.delete_registered_model(lock)
+
+
+def default_model(cfg: RegistryConfig, tracking: TrackingConfig) -> tuple[str, int] | None:
+    """What a command serves when no model is named: the registry's `production` version, else
+    its `candidate`, as (alias URI, version); None when the store holds neither."""
+    from digitops.tracking import tracking_uri
+
+    uri = tracking_uri(tracking)
+    if uri.startswith("sqlite:///") and not Path(uri.removeprefix("sqlite:///")).is_file():
+        return None  # no store yet (and looking would create an empty one)
+    mlflow_client = client(tracking)
+    for alias in (PRODUCTION, CANDIDATE):
+        if (version := by_alias(mlflow_client, cfg.model_name, alias)) is not None:
+            return f"models:/{cfg.model_name}@{alias}", version.number
+    return None
 
 
 def promote(cfg: RegistryConfig, tracking: TrackingConfig, number: int) -> Version:
-    """Give `production` to a version that passed the gate and is no worse than production."""
+    """Give `production` to a version that passed the gate and is no worse than production;
+    both checked under the lock, at the moment the alias moves."""
     mlflow_client = client(tracking)
-    version = get_version(mlflow_client, cfg.model_name, number)
-    if version.tags.get("gate") != "passed":
-        reasons = version.tags.get("gate_reasons", "it was never gated")
-        raise RegistryError(
-            f"version {number} of '{cfg.model_name}' did not pass the gate ({reasons}); "
-            "only gated versions can be promoted"
-        )
-    current = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
-    if current is not None and current.number == number:
-        raise RegistryError(f"version {number} is already in production")
-    if current is not None and regression(version, current, cfg.regression_tolerance):
-        raise RegistryError(
-            f"version {number} (test accuracy {version.accuracy:.4f}) is worse than production "
-            f"version {current.number} ({current.accuracy:.4f}) beyond the tolerance "
-            f"{cfg.regression_tolerance}; use `digitops rollback` to go back to an older version"
-        )
-    set_production(mlflow_client, cfg.model_name, number, "promote")
+    with alias_lock(mlflow_client, cfg.model_name):
+        version = get_version(mlflow_client, cfg.model_name, number)
+        if version.tags.get("gate") != "passed":
+            reasons = version.tags.get("gate_reasons", "it was never gated")
+            raise RegistryError(
+                f"version {number} of '{cfg.model_name}' did not pass the gate ({reasons}); "
+                "only gated versions can be promoted"
+            )
+        current = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
+        if current is not None and current.number == number:
+            raise RegistryError(f"version {number} is already in production")
+        if current is not None and regression(version, current, cfg.regression_tolerance):
+            raise RegistryError(
+                f"version {number} (test accuracy {version.accuracy:.4f}) is worse than "
+                f"production version {current.number} ({current.accuracy:.4f}) beyond the "
+                f"tolerance {cfg.regression_tolerance}; use `digitops rollback` to go back to "
+                "an older version"
+            )
+        set_production(mlflow_client, cfg.model_name, number, "promote")
     return get_version(mlflow_client, cfg.model_name, number)
 
 
 def rollback(cfg: RegistryConfig, tracking: TrackingConfig) -> tuple[int, int]:
     """Give `production` back to the version that held it before; returns (from, to)."""
     mlflow_client = client(tracking)
-    current = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
-    if current is None:
-        raise RegistryError(f"'{cfg.model_name}' has no production version to roll back")
-    stack = production_stack(history(mlflow_client, cfg.model_name))
-    if len(stack) < 2 or stack[-1] != current.number:
-        raise RegistryError(
-            f"version {current.number} has no earlier production version in the history of "
-            f"'{cfg.model_name}'; there is nothing to roll back to"
-        )
-    set_production(mlflow_client, cfg.model_name, stack[-2], "rollback")
+    with alias_lock(mlflow_client, cfg.model_name):
+        current = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
+        if current is None:
+            raise RegistryError(f"'{cfg.model_name}' has no production version to roll back")
+        stack = production_stack(history(mlflow_client, cfg.model_name))
+        if len(stack) < 2 or stack[-1] != current.number:
+            raise RegistryError(
+                f"version {current.number} has no earlier production version in the history "
+                f"of '{cfg.model_name}'; there is nothing to roll back to"
+            )
+        set_production(mlflow_client, cfg.model_name, stack[-2], "rollback")
     return current.number, stack[-2]
 
 

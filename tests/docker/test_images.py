@@ -46,10 +46,11 @@ def test_pipeline_runs_in_the_component_image(tmp_path):
     root = tmp_path / "root"
     result = subprocess.run(
         [
-            *(sys.executable, "-m", "digitops.cli", "pipeline", "run", "--docker"),
+            *(sys.executable, "-m", "digitops.cli", "pipeline", "run", "--docker", "--verbose"),
             *("--pipeline", str(REPO / "pipelines" / "digits.yaml"), "--root", str(root)),
             *("--limit", "2000", "--tune-trials", "0", "--epochs", "2"),
             *("--param", "accuracy_threshold=0.5", "--param", "smoke_min_accuracy=0.5"),
+            *("--param", "approval=auto"),
         ],
         cwd=tmp_path,
         capture_output=True,

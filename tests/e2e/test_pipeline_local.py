@@ -44,6 +44,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory):
         cwd,
         *("--limit", "3000", "--tune-trials", "2", "--epochs", "2"),
         *("--param", "accuracy_threshold=0.5", "--param", "smoke_min_accuracy=0.5"),
+        *("--param", "approval=auto"),
     )
     try:
         assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
@@ -100,20 +101,63 @@ def test_every_task_produced_its_artifacts(local_run):
     assert drifted.outputs["Output"] is verdict["drifted"] is False
     assert verdict["current_images"] == 3000 and "predicted" in verdict["columns"]
 
-    # The gate passed (threshold 0.5, no production, no drift), so the version is the
-    # candidate, waiting for a person (approval: manual).
+    # The gate passed (threshold 0.5, no production, no drift) and approval is automatic, so
+    # the version is the candidate and in production (register's output: deploy it).
     registered = tasks["register"]
     assert registered.outputs["Output"] is True
     summary = registered.metadata["registered"]
-    assert summary["version"] == 1 and summary["aliases"] == ["candidate"]
+    assert summary["version"] == 1 and set(summary["aliases"]) == {"candidate", "production"}
 
-    # The version that passed was deployed locally and answered test digits over HTTP.
+    # Production was deployed locally, as the alias (so promote and rollback reach it), and
+    # answered test digits over HTTP.
     deployed = tasks["deploy"]
     endpoint = deployed.outputs["Output"]
     assert endpoint.startswith("http://127.0.0.1:")
     assert deployed.metadata["metrics"]["smoke_accuracy"] >= 0.5
     model = httpx.get(f"{endpoint}/model", timeout=10).json()
     assert model["name"] == "digit-classifier" and model["version"] == "1"
+    assert model["source"] == "models:/digit-classifier@production"
+
+
+def test_a_person_can_follow_the_run(local_run):
+    """One line per task start and end, every epoch and every trial; no executor JSON."""
+    _, result = local_run
+    lines = result.stdout.splitlines()
+    assert len(lines) <= 150, f"{len(lines)} lines"
+    for task in ("prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy"):
+        assert any(line.endswith(f" {task} started") for line in lines), task
+        assert any(f" {task} success in " in line for line in lines), task
+    assert sum("tune trial " in line for line in lines) == 2
+    assert [line.split(":")[1].strip() for line in lines if "train epoch " in line] == [
+        "train epoch 1/2",
+        "train epoch 2/2",
+    ]
+    assert "executor_input" not in result.stdout and "Streamed logs" not in result.stdout
+
+
+def test_commands_use_what_the_run_produced(local_run):
+    """Right after a run, `digitops predict` needs no --model: production (else candidate)."""
+    cwd, _ = local_run
+    from PIL import Image
+
+    from digitops.data.dataset import load_dataset
+
+    (run_dir,) = (cwd / "artifacts" / "pipeline-root").iterdir()
+    dataset = Path({t.name: t for t in summarize(run_dir)}["prepare"].artifacts["dataset"])
+    test = load_dataset(dataset).split("test")
+    Image.fromarray(255 - test.images[0]).resize((112, 112)).save(cwd / "digit.png")
+    env = {k: v for k, v in os.environ.items() if k != "MLFLOW_TRACKING_URI"}
+    predicted = subprocess.run(
+        [sys.executable, "-m", "digitops.cli", "predict", "digit.png"],
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=env,
+        timeout=300,
+    )
+    assert predicted.returncode == 0, predicted.stderr
+    assert "using models:/digit-classifier@production (version 1)" in predicted.stderr
+    assert predicted.stdout.startswith("digit.png: ")
 
 
 def test_run_is_tracked_in_the_working_directory(local_run):

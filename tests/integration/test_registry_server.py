@@ -1,6 +1,6 @@
 """register → gate → promote → rollback against a real `mlflow server` on localhost, over HTTP."""
 
-import json
+import multiprocessing
 import os
 import subprocess
 import sys
@@ -9,6 +9,8 @@ from pathlib import Path
 import pytest
 from mlflow import MlflowClient
 
+from digitops import registry
+from digitops.config import RegistryConfig, TrackingConfig
 from digitops.stages import evaluate, prepare, train
 
 from ..conftest import make_config
@@ -111,7 +113,7 @@ def test_register_gate_promote_rollback_over_http(server: str, models, tmp_path:
     assert client.get_model_version_by_alias(MODEL, "production").version == "1"
     assert client.get_model_version_by_alias(MODEL, "candidate").version == "4"
 
-    history = json.loads(client.get_registered_model(MODEL).tags["production_history"])
+    history = registry.history(client, MODEL)
     assert [(h["version"], h["action"]) for h in history] == [
         (1, "promote"),
         (4, "auto-approved"),
@@ -130,3 +132,98 @@ def test_registered_model_loads_back_as_onnx(server: str, models):
         pytest.skip("runs after the registry test, which registers the versions")
     model = mlflow.onnx.load_model(f"models:/{MODEL}/1")
     assert [i.name for i in model.graph.input] == ["image"]
+
+
+def _mover(server: str, model: str, role: int, rounds: int, barrier, results) -> None:
+    """One of two processes racing: each round both wait at the barrier, then move `production`
+    at once (a promotion against a promotion or a rollback); records what succeeded."""
+    cfg = RegistryConfig(model_name=model, regression_tolerance=1.0)
+    tracking = TrackingConfig(uri=server)
+    done = []
+    for round_ in range(rounds):
+        barrier.wait(timeout=120)
+        try:
+            if role == 1 and round_ % 2 == 0:
+                registry.rollback(cfg, tracking)
+                done.append("rollback")
+            else:
+                registry.promote(cfg, tracking, (round_ + role) % 3 + 1)
+                done.append("promote")
+        except registry.RegistryError:
+            done.append("refused")
+    results.put((role, done))
+
+
+def test_concurrent_promotions_and_rollbacks_lose_no_move(server: str, models, tmp_path: Path):
+    model = "race-classifier"
+    for _ in range(3):
+        done = register(server, tmp_path, models["good"], "--set", f"registry.model_name={model}")
+        assert done.returncode == 0 and "gate_passed: True" in done.stdout, done.stderr
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    cfg, tracking = RegistryConfig(model_name=model), TrackingConfig(uri=server)
+    registry.promote(cfg, tracking, 1)
+
+    context = multiprocessing.get_context("spawn")
+    barrier, results = context.Barrier(2), context.Queue()
+    movers = [
+        context.Process(target=_mover, args=(server, model, role, 20, barrier, results))
+        for role in (0, 1)
+    ]
+    for mover in movers:
+        mover.start()
+    outcomes = dict(results.get(timeout=600) for _ in movers)
+    for mover in movers:
+        mover.join(timeout=60)
+    moves = sum(o != "refused" for done in outcomes.values() for o in done)
+    assert moves >= 10, outcomes  # the race was real: rounds moved the alias
+
+    history = registry.history(client, model)
+    assert len(history) == 1 + moves, "every move is in the history, once"
+    production = client.get_model_version_by_alias(model, "production").version
+    assert registry.production_stack(history)[-1] == int(production)
+    assert model + registry.LOCK_SUFFIX not in {m.name for m in client.search_registered_models()}
+
+
+def test_a_service_on_the_production_alias_follows_promote_and_rollback(
+    server: str, models, tmp_path: Path
+):
+    import httpx
+
+    from ..serving_helpers import running_service
+
+    model = "follow-classifier"
+    for _ in range(2):
+        done = register(server, tmp_path, models["good"], "--set", f"registry.model_name={model}")
+        assert done.returncode == 0, done.stderr
+    cfg, tracking = RegistryConfig(model_name=model), TrackingConfig(uri=server)
+    registry.promote(cfg, tracking, 1)
+
+    def served(url: str) -> str:
+        return httpx.get(f"{url}/model").json()["version"]
+
+    os.environ["DIGITOPS_MODEL_REFRESH_S"] = "0.5"  # the service inherits the environment
+    os.environ["MLFLOW_TRACKING_URI"] = server
+    try:
+        with running_service(f"models:/{model}@production", tmp_path, "--workers", "2") as url:
+            assert served(url) == "1"
+            registry.promote(cfg, tracking, 2)
+            assert _eventually(lambda: {served(url) for _ in range(6)} == {"2"})
+            registry.rollback(cfg, tracking)
+            assert _eventually(lambda: {served(url) for _ in range(6)} == {"1"})
+    finally:
+        del os.environ["DIGITOPS_MODEL_REFRESH_S"], os.environ["MLFLOW_TRACKING_URI"]
+
+
+def _eventually(check, timeout_s: float = 30.0) -> bool:
+    """Whether `check()` becomes true within `timeout_s` (asked every quarter second)."""
+    from tenacity import RetryError, Retrying, retry_if_result, stop_after_delay, wait_fixed
+
+    waits = Retrying(
+        stop=stop_after_delay(timeout_s),
+        wait=wait_fixed(0.25),
+        retry=retry_if_result(lambda ok: not ok),
+    )
+    try:
+        return bool(waits(check))
+    except RetryError:
+        return False

@@ -38,6 +38,12 @@ def test_invalid_value_names_key():
         load_config(None, ["train.epochs=-1"])
 
 
+@pytest.mark.parametrize("key", ["drift.num_method", "drift.cat_method"])
+def test_method_names_are_checked_up_front(key: str):
+    with pytest.raises(ConfigError, match=rf"'{key}'.*wasserstein|'{key}'.*jensenshannon"):
+        load_config(None, [f"{key}=bogus"])
+
+
 def test_set_without_equals_is_an_error():
     with pytest.raises(ConfigError, match="expected key=value"):
         load_config(None, ["train.epochs"])

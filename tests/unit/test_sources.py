@@ -96,6 +96,44 @@ def test_unreadable_image_is_named(tmp_path: Path):
         prepare.run(cfg(f"prepare.source={tmp_path / 'imgs'}"), tmp_path / "ds")
 
 
+def test_hidden_files_and_folders_are_not_data(tmp_path: Path, digits):
+    images, labels = digits
+    write_image_folder(tmp_path / "imgs", images[:100], labels[:100])
+    # A notebook's checkpoints and a desktop's metadata beside the class folders.
+    write_image_folder(tmp_path / "imgs" / ".ipynb_checkpoints", images[:5], labels[:5])
+    (tmp_path / "imgs" / "3" / ".DS_Store.png").write_bytes(b"not an image")
+    result = prepare.run(cfg(f"prepare.source={tmp_path / 'imgs'}"), tmp_path / "ds")
+    assert result.class_names == [str(i) for i in range(10)]
+    assert sum(result.images.values()) == 100
+
+
+@pytest.mark.parametrize("fmt", ["PNG", "JPEG"])
+def test_truncated_training_image_is_an_error_not_data(tmp_path: Path, digits, fmt: str):
+    import io
+
+    from PIL import Image
+
+    images, labels = digits
+    write_image_folder(tmp_path / "imgs", images[:20], labels[:20])
+    buffer = io.BytesIO()
+    Image.fromarray(images[0]).resize((280, 280)).save(buffer, fmt)
+    cut = tmp_path / "imgs" / str(labels[0]) / f"cut.{fmt.lower()}"
+    cut.write_bytes(buffer.getvalue()[: len(buffer.getvalue()) // 2])
+    with pytest.raises(DataError, match=rf"cut.{fmt.lower()}: not a readable image"):
+        prepare.run(cfg(f"prepare.source={tmp_path / 'imgs'}"), tmp_path / "ds")
+
+
+def test_16_bit_training_image_keeps_its_levels(tmp_path: Path):
+    from PIL import Image
+
+    from digitops.data.sources import read_image
+
+    levels = np.zeros((28, 28), dtype=np.uint16)
+    levels[4:24, 12:16] = 40_000  # mid-gray ink: clipped to 8 bits it would be white (255)
+    Image.fromarray(levels).save(tmp_path / "deep.png")
+    assert abs(int(read_image(tmp_path / "deep.png").max()) - 40_000 * 255 // 65_535) <= 1
+
+
 def test_label_outside_configured_classes_is_an_error(tmp_path: Path, digits):
     images, labels = digits
     write_image_folder(tmp_path / "imgs", images[:30], labels[:30])

@@ -132,9 +132,9 @@ def _read_csv(path: Path, label_column: str) -> Labelled:
 
 def _read_image_folder(root: Path) -> Labelled:
     images, names = [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir()):
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p)):
         for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() in IMAGE_SUFFIXES:
+            if file.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(file):
                 images.append(read_image(file))
                 names.append(class_dir.name)
     if not images:
@@ -142,18 +142,30 @@ def _read_image_folder(root: Path) -> Labelled:
     return Labelled(np.stack(images), np.array(names))
 
 
+def is_hidden(path: Path) -> bool:
+    """Dot files and folders (.ipynb_checkpoints, .DS_Store...) are tool state, never data."""
+    return path.name.startswith(".")
+
+
 def read_image(file: Path) -> np.ndarray:
-    """One image file as a 28×28 uint8 grayscale array (resized, otherwise as it is)."""
+    """One image file as a 28×28 uint8 grayscale array (resized, otherwise as it is). A file that
+    does not decode whole (truncated, corrupt) is an error, never partial data; 16-bit levels
+    are scaled to 8 bits, not clipped."""
     from PIL import Image, UnidentifiedImageError
 
     try:
-        with Image.open(file) as img:
+        with Image.open(file) as opened:
+            opened.load()  # raises on data that ends early, where convert() would fill it in
+            img: Image.Image = opened
+            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
+                levels = np.asarray(img, dtype=np.float64) / 65535.0 * 255.0
+                img = Image.fromarray(np.clip(levels, 0, 255).round().astype(np.uint8))
             gray = img.convert("L")
             if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
                 gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)
             return np.asarray(gray, dtype=np.uint8)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError) as exc:
-        raise DataError(f"{file}: not a readable image ({exc.__class__.__name__})") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, Image.DecompressionBombError) as exc:
+        raise DataError(f"{file}: not a readable image ({exc.__class__.__name__}: {exc})") from None
 
 
 def _class_names(names: np.ndarray, expected: list[str] | None, source: str) -> list[str]:

@@ -61,6 +61,9 @@ def pipeline_run(
             help="Run each task in the component image (kfp DockerRunner; `make images` first)."
         ),
     ] = False,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", "-v", help="Print everything the tasks and KFP print.")
+    ] = False,
 ) -> None:
     """Run the compiled pipeline here with the KFP local runner; summarise every task."""
     from digitops.pipeline.runner import run_local
@@ -68,7 +71,9 @@ def pipeline_run(
     arguments = _pipeline_arguments(
         params, source=source, limit=limit, tune_trials=tune_trials, epochs=epochs
     )
-    run_dir, tasks = run_local(pipeline_file, arguments, root.resolve(), docker=docker)
+    run_dir, tasks = run_local(
+        pipeline_file, arguments, root.resolve(), docker=docker, verbose=verbose
+    )
     typer.echo(f"pipeline run finished: {run_dir}")
     for task in tasks:
         typer.echo("\n".join(task.lines()))

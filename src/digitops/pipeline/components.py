@@ -213,7 +213,8 @@ def register(
     registered: Output[Artifact],
 ) -> bool:
     """Register the model in MLflow and gate it (accuracy, regression, drift); returns whether
-    it passed (alias `candidate`; with approval 'auto' also `production`)."""
+    it went to production (passed, with approval 'auto'); a version that passed with approval
+    'manual' is the `candidate`, waiting for `digitops promote`."""
     from pathlib import Path
 
     from digitops.config import load_config
@@ -237,7 +238,7 @@ def register(
     registration = result.registration()
     registration.write(Path(registered.path))
     registered.metadata.update(result.__dict__, model_uri=registration.model_uri)
-    return result.gate_passed
+    return result.in_production
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -250,8 +251,9 @@ def deploy(
     deployment: Output[Artifact],
     metrics: Output[Metrics],
 ) -> str:
-    """Serve the registered version (local service or Kubernetes), smoke-test it over HTTP;
-    returns the endpoint. A local deployment is recorded in ./artifacts/deployment as well."""
+    """Serve the registry's `production` version (local service or Kubernetes), which the
+    service follows as promote and rollback move it; smoke-test it over HTTP; returns the
+    endpoint. A local deployment is recorded in ./artifacts/deployment as well."""
     import shutil
     from pathlib import Path
 
@@ -266,7 +268,7 @@ def deploy(
         smoke_min_accuracy=smoke_min_accuracy,
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
-    model_uri = Registration.read(Path(registered.path)).model_uri
+    model_uri = Registration.read(Path(registered.path)).production_uri
     state = Path("artifacts") / "deployment"
     result = stage.run(load_config(values=values), model_uri, Path(dataset.path), state)
     shutil.copyfile(state / stage.RECORD, deployment.path)

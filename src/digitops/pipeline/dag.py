@@ -133,7 +133,9 @@ def digits_pipeline(
         memory="2Gi",
         name="register",
     )
-    with dsl.If(registered.outputs["Output"] == True, name="registry-gate"):  # noqa: E712
+    # Only a version that went to production is deployed: with approval 'manual' the pipeline
+    # deploys nothing, and a running service follows `digitops promote` to the new version.
+    with dsl.If(registered.outputs["Output"] == True, name="in-production"):  # noqa: E712
         _configure(
             components.deploy(
                 dataset=prepared.outputs["dataset"],

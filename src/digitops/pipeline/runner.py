@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import collections
 import contextlib
 import io
 import json
@@ -9,12 +10,15 @@ import logging
 import os
 import re
 import sys
+import time
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
 from digitops.errors import DigitopsError
+from digitops.progress import PREFIX as PROGRESS
+from digitops.progress import duration
 from digitops.results import show_value
 
 log = logging.getLogger(__name__)
@@ -67,7 +71,11 @@ class TaskSummary:
 
 
 def run_local(
-    pipeline_file: Path, arguments: dict[str, Any], pipeline_root: Path, docker: bool = False
+    pipeline_file: Path,
+    arguments: dict[str, Any],
+    pipeline_root: Path,
+    docker: bool = False,
+    verbose: bool = False,
 ) -> tuple[Path, list[TaskSummary]]:
     """Run the compiled pipeline with the KFP local runner; summarise every task.
 
@@ -76,6 +84,9 @@ def run_local(
     calling user, on the host's network, in `<pipeline root>/work`: relative paths such as the
     default `sqlite:///mlflow.db` store land there, and a tracking server on localhost is
     reachable.
+
+    It prints one line per task start and end and the tasks' progress lines; `verbose` prints
+    everything the tasks and the runner say instead.
     """
     from kfp import components, local
 
@@ -101,12 +112,12 @@ def run_local(
             working_dir=str(_docker_work_dir(pipeline_root)),
         )
     local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-    tee = _ErrorTee(sys.stdout)
+    run_log = _RunLog(sys.stdout, verbose)
     try:
-        with contextlib.redirect_stdout(tee):
+        with contextlib.redirect_stdout(run_log):
             pipeline(**arguments)
     except RuntimeError as exc:
-        raise PipelineError(_failure_line(str(exc), tee.last_error)) from None
+        raise PipelineError(_failure_line(str(exc), run_log.last_error)) from None
     new = set(pipeline_root.iterdir()) - before - {pipeline_root / DOCKER_WORK}
     run_dirs = sorted(new, key=lambda p: p.stat().st_mtime)
     if not run_dirs:
@@ -130,7 +141,7 @@ def _check_images(pipeline_file: Path) -> None:
 
     import docker
 
-    spec = yaml.safe_load(pipeline_file.read_text())
+    spec = next(yaml.safe_load_all(pipeline_file.read_text()))  # then the platform spec
     executors = spec.get("deploymentSpec", {}).get("executors", {}).values()
     images = sorted({e["container"]["image"] for e in executors if "container" in e})
     try:
@@ -145,22 +156,67 @@ def _check_images(pipeline_file: Path) -> None:
         )
 
 
-class _ErrorTee(io.TextIOBase):
-    """Passes the tasks' streamed logs through and remembers the last digitops error line."""
+class _RunLog(io.TextIOBase):
+    """What a person sees of a local run: one line as each task starts and ends (with its time)
+    and the tasks' progress lines (`digitops.progress`); with `verbose`, everything the tasks
+    and the KFP runner print (executor JSON, library logs). Either way it remembers the last
+    digitops error line, and the output of the task that is running, to show if it fails."""
 
     _ERROR = re.compile(r"digitops\.\w+\.(\w+Error): (.*)")
+    _STARTED = re.compile(r"Executing task '?([\w-]+)'?")
+    _FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
+    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
+    TAIL = 25  # lines of a failed task's own output shown without --verbose
 
-    def __init__(self, stream: TextIO) -> None:
+    def __init__(self, stream: TextIO, verbose: bool = False) -> None:
         self.stream = stream
+        self.verbose = verbose
         self.last_error: str | None = None
+        self.task: str | None = None
+        self.started = time.monotonic()
+        self.tail: collections.deque[str] = collections.deque(maxlen=self.TAIL)
+        self._partial = ""
 
     def write(self, text: str) -> int:
-        for match in self._ERROR.finditer(text):
+        if self.verbose:
+            self.stream.write(text)
+        self._partial += text
+        *lines, self._partial = self._partial.split("\n")
+        for line in lines:
+            self._line(self._ANSI.sub("", line))
+        return len(text)
+
+    def _line(self, line: str) -> None:
+        for match in self._ERROR.finditer(line):
             self.last_error = f"{match.group(1)}: {match.group(2).strip()}"
-        return self.stream.write(text)
+        if started := self._STARTED.search(line):
+            self.task, self.started = started.group(1), time.monotonic()
+            self.tail.clear()
+            self._say(f"{_clock()} {self.task} started")
+        elif finished := self._FINISHED.search(line):
+            took = duration(time.monotonic() - self.started)
+            status = finished.group(2).lower()
+            self._say(f"{_clock()} {finished.group(1)} {status} in {took}")
+            if status != "success" and not self.verbose and self.tail:
+                self._say(f"  last lines of {finished.group(1)}'s output:")
+                for kept in self.tail:
+                    self._say(f"  | {kept}")
+        elif PROGRESS in line:
+            self._say(f"  {self.task}: {line.split(PROGRESS, 1)[1]}")
+        elif line.strip():
+            self.tail.append(line.strip()[:300])
+
+    def _say(self, line: str) -> None:
+        if not self.verbose:
+            self.stream.write(line + "\n")
+            self.stream.flush()
 
     def flush(self) -> None:
         self.stream.flush()
+
+
+def _clock() -> str:
+    return time.strftime("%H:%M:%S")
 
 
 def _failure_line(message: str, error: str | None) -> str:

@@ -18,7 +18,15 @@ from pathlib import Path
 from digitops.config import Config
 from digitops.contracts import DriftVerdict, Evaluation, Registration
 from digitops.model.artifact import MODEL_CARD, MODEL_ONNX, ModelCard, OnnxClassifier, load_card
-from digitops.registry import CANDIDATE, PRODUCTION, by_alias, client, gate
+from digitops.registry import (
+    CANDIDATE,
+    PRODUCTION,
+    alias_lock,
+    by_alias,
+    client,
+    gate,
+    set_production,
+)
 from digitops.results import StageResult
 
 log = logging.getLogger(__name__)
@@ -38,6 +46,11 @@ class RegisterResult(StageResult):
     def heading(self) -> str:
         return f"registered {self.model_name} version {self.version}"
 
+    @property
+    def in_production(self) -> bool:
+        """Whether this version now holds `production` (passed, and approval was automatic)."""
+        return self.production == self.version
+
     def registration(self) -> Registration:
         """The file `deploy` reads."""
         return Registration(model_name=self.model_name, version=self.version)
@@ -56,23 +69,25 @@ def run(
     evaluation = Evaluation.read(evaluation_dir)
     drift = DriftVerdict.read(drift_file) if drift_file else None
     mlflow_client = client(config.tracking)
-    production = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
-    decision = gate(cfg, evaluation.test_accuracy, production, drift)
-
     number = _log_model(config, model_dir, card)
-    tags = _lineage(card, evaluation, drift, pipeline_run) | {
-        "gate": "passed" if decision.passed else "failed",
-        "gate_reasons": "; ".join(decision.reasons) or "all rules passed",
-    }
-    for key, value in tags.items():
+    for key, value in _lineage(card, evaluation, drift, pipeline_run).items():
         mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
-    if decision.passed:
-        mlflow_client.set_registered_model_alias(cfg.model_name, CANDIDATE, str(number))
-        if cfg.approval == "auto":
-            from digitops.registry import set_production
-
-            set_production(mlflow_client, cfg.model_name, number, "auto-approved")
-    else:
+    # The gate reads `production` under the alias lock, at the moment the aliases move: a
+    # promotion that lands while this model was being logged is judged against, not lost.
+    with alias_lock(mlflow_client, cfg.model_name):
+        production = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
+        decision = gate(cfg, evaluation.test_accuracy, production, drift)
+        verdict = {
+            "gate": "passed" if decision.passed else "failed",
+            "gate_reasons": "; ".join(decision.reasons) or "all rules passed",
+        }
+        for key, value in verdict.items():
+            mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
+        if decision.passed:
+            mlflow_client.set_registered_model_alias(cfg.model_name, CANDIDATE, str(number))
+            if cfg.approval == "auto":
+                set_production(mlflow_client, cfg.model_name, number, "auto-approved")
+    if not decision.passed:
         log.warning("version %s stopped by the gate: %s", number, "; ".join(decision.reasons))
     final = mlflow_client.get_model_version(cfg.model_name, str(number))
     now = by_alias(mlflow_client, cfg.model_name, PRODUCTION)

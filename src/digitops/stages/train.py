@@ -97,6 +97,7 @@ def _train(
     from lightning.pytorch.callbacks import EarlyStopping, ModelCheckpoint
 
     from digitops.data.datamodule import DigitDataModule
+    from digitops.model.callbacks import EpochProgress
     from digitops.model.cnn import count_parameters
     from digitops.model.export import export_onnx
     from digitops.model.module import DigitClassifier
@@ -123,6 +124,7 @@ def _train(
             callbacks=[
                 checkpoint,
                 EarlyStopping("val_accuracy", mode="max", patience=cfg.patience),
+                EpochProgress(),
             ],
             enable_progress_bar=cfg.progress,
             enable_model_summary=False,

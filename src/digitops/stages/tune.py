@@ -25,6 +25,7 @@ from digitops.contracts import BestParams
 from digitops.data.dataset import Dataset, Split, load_dataset
 from digitops.errors import ConfigError, DigitopsError
 from digitops.fileio import atomic_dir
+from digitops.progress import duration, report
 from digitops.results import StageResult, log_to_mlflow, metric
 from digitops.stages import tune_report
 
@@ -248,19 +249,48 @@ def _scheduler(config: Config) -> Any:
 
 
 def _callbacks(config: Config, parent_run_id: str | None) -> list[Any]:
+    from ray.tune import Callback
+
+    class TrialProgress(Callback):
+        """One progress line per finished trial: its score, epochs, time and parameters."""
+
+        def __init__(self) -> None:
+            self.finished = 0
+
+        def on_trial_complete(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.finished += 1
+            result = trial.last_result or {}
+            epochs = int(result.get("training_iteration", 0))
+            stopped = " (stopped early)" if epochs < config.tune.epochs else ""
+            params = ", ".join(f"{k.split('.')[-1]} {_short(v)}" for k, v in trial.config.items())
+            report(
+                f"tune trial {self.finished}/{config.tune.trials}: {METRIC} "
+                f"{float(result.get(METRIC, 0.0)):.4f} after {epochs} epoch(s){stopped}, "
+                f"{duration(float(result.get('time_total_s', 0.0)))}; {params}"
+            )
+
+        def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
+            self.finished += 1
+            report(f"tune trial {self.finished}/{config.tune.trials}: failed")
+
     if parent_run_id is None:
-        return []
+        return [TrialProgress()]
     from ray.air.integrations.mlflow import MLflowLoggerCallback
 
     from digitops.tracking import tracking_uri
 
     return [
+        TrialProgress(),
         MLflowLoggerCallback(
             tracking_uri=tracking_uri(config.tracking),
             experiment_name=config.tracking.experiment,
             tags={"mlflow.parentRunId": parent_run_id, "stage": "tune-trial"},
-        )
+        ),
     ]
+
+
+def _short(value: Any) -> str:
+    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _check_baseline(config: Config) -> None:

@@ -52,7 +52,7 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
     # register judges every trained model (the gate is decided there, once) ...
     assert sorted(tasks["register"]["dependentTasks"]) == ["drift", "evaluate", "train"]
     # ... and deploy runs only for a version that passed it (dsl.If on register's output).
-    assert gate["taskInfo"]["name"] == "registry-gate"
+    assert gate["taskInfo"]["name"] == "in-production"
     assert "register-Output" in gate["triggerPolicy"]["condition"]
     assert "deploy" in spec["components"]["comp-condition-1"]["dag"]["tasks"]
     assert "evaluate-Output" not in yaml.safe_dump(spec), "evaluate decides nothing"
