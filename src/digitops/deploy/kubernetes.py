@@ -115,6 +115,7 @@ def apply(api_client: Any, docs: list[dict], namespace: str) -> None:
 
     api = DynamicClient(api_client)
     for doc in docs:
+        doc["metadata"]["namespace"] = namespace  # deploy.namespace wins over the manifests'
         resource = api.resources.get(api_version=doc["apiVersion"], kind=doc["kind"])
         resource.server_side_apply(
             body=doc,

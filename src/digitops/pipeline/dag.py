@@ -6,7 +6,7 @@ failures such as an evicted pod; the local runner honours them too, so a task th
 input fails twice, quickly.
 """
 
-from kfp import dsl
+from kfp import dsl, kubernetes
 
 from digitops.pipeline import components
 from digitops.pipeline.parameters import DEFAULTS
@@ -14,10 +14,20 @@ from digitops.pipeline.parameters import DEFAULTS
 PIPELINE_NAME = "digitops"
 RETRIES = 1
 RETRY_BACKOFF = "5s"
+# On Kubernetes every task logs in to MLflow with the login in this secret of the run's
+# namespace (scripts/cluster-secrets.sh makes it); without the secret, tasks go anonymous.
+MLFLOW_LOGIN_SECRET = "mlflow-client"
+MLFLOW_LOGIN_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
 
 
 def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.PipelineTask:
     task.set_display_name(name)
+    kubernetes.use_secret_as_env(
+        task,
+        secret_name=MLFLOW_LOGIN_SECRET,
+        secret_key_to_env={key: key for key in MLFLOW_LOGIN_ENV},
+        optional=True,
+    )
     task.set_cpu_request(cpu).set_cpu_limit(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
     task.set_caching_options(enable_caching=True)

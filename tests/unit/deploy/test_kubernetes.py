@@ -34,8 +34,17 @@ def test_the_serving_deployment_gets_the_image_and_model():
     (deployment,) = [d for d in docs if d["kind"] == "Deployment"]
     (container,) = deployment["spec"]["template"]["spec"]["containers"]
     assert container["image"] == "registry.example/serving:1.2"
-    env = {e["name"]: e["value"] for e in container["env"]}
-    assert env == {**ENV, "DIGITOPS_REQUEST_LOG": "/var/log/digitops/requests.jsonl"}
+    env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
+    assert env == {
+        **ENV,
+        "DIGITOPS_REQUEST_LOG": "/var/log/digitops/requests.jsonl",
+        "PORT": "8000",
+        "WORKERS": "1",
+        **{  # the MLflow login, from the secret scripts/cluster-secrets.sh makes
+            key: {"secretKeyRef": {"name": "mlflow-client", "key": key, "optional": True}}
+            for key in ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+        },
+    }
     # kustomize's labels are there, the other documents untouched, and all still valid.
     assert deployment["metadata"]["labels"]["app.kubernetes.io/part-of"] == "digitops"
     assert [d for d in docs if d["kind"] != "Deployment"] == [

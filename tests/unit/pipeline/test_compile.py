@@ -40,7 +40,7 @@ def test_compiled_yaml_loads_back(path: Path):
 
 
 def test_pipeline_wires_stages_with_resources_retries_and_caching():
-    spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
+    spec, platform = yaml.safe_load_all((REPO / "pipelines" / "digits.yaml").read_text())
     tasks = spec["root"]["dag"]["tasks"]
     gate = tasks.pop("condition-1")
     assert set(tasks) == {"prepare", "tune", "train", "evaluate", "explain", "drift", "register"}
@@ -66,6 +66,16 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
         assert container["resources"]["cpuLimit"] > 0
         assert container["resources"]["memoryLimit"] > 0
         assert "pip install" not in " ".join(container["command"]), "the image has everything"
+    # On Kubernetes every task gets the MLflow login from the (optional) secret.
+    kubernetes = platform["platforms"]["kubernetes"]["deploymentSpec"]["executors"]
+    assert set(kubernetes) == set(executors)
+    for executor in kubernetes.values():
+        (secret,) = executor["secretAsEnv"]
+        assert secret["secretName"] == "mlflow-client" and secret["optional"] is True
+        assert {e["envVar"] for e in secret["keyToEnv"]} == {
+            "MLFLOW_TRACKING_USERNAME",
+            "MLFLOW_TRACKING_PASSWORD",
+        }
 
 
 def default_mismatches(params: dict, config: Config) -> list[str]:
@@ -80,7 +90,7 @@ def default_mismatches(params: dict, config: Config) -> list[str]:
 def test_pipeline_parameter_defaults_are_the_config_defaults():
     """`Config()` is the only home of defaults: every compiled parameter default equals the
     config value the parameter sets, and every parameter but the drift data sets one."""
-    spec = yaml.safe_load((REPO / "pipelines" / "digits.yaml").read_text())
+    spec, platform = yaml.safe_load_all((REPO / "pipelines" / "digits.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(PARAMETERS) | {"current_data"}
     assert default_mismatches(params, Config()) == []

@@ -1,0 +1,40 @@
+#!/bin/sh
+# Credentials for the cluster, generated here and never committed (make kind-up runs this):
+#   mlflow/mlflow-credentials   the PostgreSQL and MinIO passwords and the MLflow admin login
+#   <ns>/mlflow-client          that login, for MLflow's clients: the pipeline's tasks (kubeflow)
+#                               and the prediction service (digitops)
+# A secret that exists is kept, so running it again changes nothing. Needs kubectl, and the
+# namespaces mlflow, kubeflow and digitops.
+set -eu
+
+random() { od -An -N24 -tx1 /dev/urandom | tr -d ' \n'; }
+
+exists() { kubectl -n "$1" get secret "$2" >/dev/null 2>&1; }
+
+if exists mlflow mlflow-credentials; then
+  echo "kept secret mlflow/mlflow-credentials"
+else
+  kubectl -n mlflow create secret generic mlflow-credentials \
+    --from-literal=POSTGRES_USER=mlflow \
+    --from-literal=POSTGRES_PASSWORD="$(random)" \
+    --from-literal=POSTGRES_DB=mlflow \
+    --from-literal=MINIO_ROOT_USER=mlflow \
+    --from-literal=MINIO_ROOT_PASSWORD="$(random)" \
+    --from-literal=MLFLOW_TRACKING_USERNAME=digitops \
+    --from-literal=MLFLOW_TRACKING_PASSWORD="$(random)"
+fi
+
+field() {
+  kubectl -n mlflow get secret mlflow-credentials -o "jsonpath={.data.$1}" | base64 -d
+}
+user=$(field MLFLOW_TRACKING_USERNAME)
+password=$(field MLFLOW_TRACKING_PASSWORD)
+for namespace in kubeflow digitops; do
+  if exists "$namespace" mlflow-client; then
+    echo "kept secret $namespace/mlflow-client"
+  else
+    kubectl -n "$namespace" create secret generic mlflow-client \
+      --from-literal=MLFLOW_TRACKING_USERNAME="$user" \
+      --from-literal=MLFLOW_TRACKING_PASSWORD="$password"
+  fi
+done
