@@ -107,10 +107,10 @@ def _read_log(path: Path) -> pd.DataFrame:
             records.append(record)
         else:
             bad += 1
-    if bad:
-        log.warning("%s: skipped %d line(s) that are not whole records", path, bad)
     if lines and not records:
         raise DataError(f"{path}: not a request log: no line is a JSON record")
+    if bad:
+        log.warning("%s: skipped %d line(s) that are not whole records", path, bad)
     table = pd.DataFrame.from_records(records)
     missing = [column for column in COLUMNS if column not in table]
     if not table.empty and missing:
