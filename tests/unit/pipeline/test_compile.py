@@ -90,7 +90,7 @@ def default_mismatches(params: dict, config: Config) -> list[str]:
 def test_pipeline_parameter_defaults_are_the_config_defaults():
     """`Config()` is the only home of defaults: every compiled parameter default equals the
     config value the parameter sets, and every parameter but the drift data sets one."""
-    spec, platform = yaml.safe_load_all((REPO / "pipelines" / "digits.yaml").read_text())
+    spec, _ = yaml.safe_load_all((REPO / "pipelines" / "digits.yaml").read_text())
     params = spec["root"]["inputDefinitions"]["parameters"]
     assert set(params) == set(PARAMETERS) | {"current_data"}
     assert default_mismatches(params, Config()) == []
