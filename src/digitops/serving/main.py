@@ -13,6 +13,7 @@ and `WORKERS` say where and how many processes. Every way in runs uvicorn with t
 from __future__ import annotations
 
 import os
+import shutil
 import tempfile
 from collections.abc import Callable
 from pathlib import Path
@@ -62,20 +63,25 @@ def serve(
         "timeout_keep_alive": KEEP_ALIVE_S,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
+    made = None  # a metrics directory this call made, removed when the server stops
     if workers > 1 or os.environ.get(MULTIPROC_ENV):
         # Workers' metrics meet in one directory (named before any worker imports
         # prometheus_client), emptied of an earlier run's values.
-        metrics_dir = os.environ.get(MULTIPROC_ENV) or tempfile.mkdtemp(prefix="digitops-metrics-")
-        prepare_multiprocess_dir(Path(metrics_dir))
-        os.environ[MULTIPROC_ENV] = metrics_dir
-    if workers == 1:
-        uvicorn.run(create_app(predictor, log), **options)
-        return
-    # Several workers are separate processes: each builds its app from the environment.
-    os.environ[MODEL_ENV] = model
-    if log is not None:
-        os.environ[REQUEST_LOG_ENV] = str(log)
-    uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
+        if not os.environ.get(MULTIPROC_ENV):
+            made = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="digitops-metrics-")
+        prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
+    try:
+        if workers == 1:
+            uvicorn.run(create_app(predictor, log), **options)
+            return
+        # Several workers are separate processes: each builds its app from the environment.
+        os.environ[MODEL_ENV] = model
+        if log is not None:
+            os.environ[REQUEST_LOG_ENV] = str(log)
+        uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
+    finally:
+        if made is not None:
+            shutil.rmtree(made, ignore_errors=True)
 
 
 def main() -> None:
