@@ -135,7 +135,7 @@ def test_a_person_can_follow_the_run(local_run):
     assert "executor_input" not in result.stdout and "Streamed logs" not in result.stdout
 
 
-def test_commands_use_what_the_run_produced(local_run):
+def test_commands_use_what_the_run_produced(local_run, monkeypatch):
     """Right after a run, `digitops predict` needs no --model: production (else candidate)."""
     cwd, _ = local_run
     from PIL import Image
@@ -158,6 +158,14 @@ def test_commands_use_what_the_run_produced(local_run):
     assert predicted.returncode == 0, predicted.stderr
     assert "using models:/digit-classifier@production (version 1)" in predicted.stderr
     assert predicted.stdout.startswith("digit.png: ")
+
+    from ..serving_helpers import running_server
+
+    serve = [sys.executable, "-m", "digitops.cli", "serve", "--port"]
+    monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)  # the run's own store, ./mlflow.db
+    with running_server("serve", lambda port: [*serve, str(port)], "/health", cwd) as url:
+        model = httpx.get(f"{url}/model", timeout=10).json()
+    assert model["source"] == "models:/digit-classifier@production" and model["version"] == "1"
 
 
 def test_run_is_tracked_in_the_working_directory(local_run):

@@ -12,6 +12,7 @@ from mlflow import MlflowClient
 from digitops import registry
 from digitops.config import RegistryConfig, TrackingConfig
 from digitops.stages import evaluate, prepare, train
+from digitops.stages import register as register_stage
 
 from ..conftest import make_config
 from ..serving_helpers import running_server
@@ -227,3 +228,21 @@ def _eventually(check, timeout_s: float = 30.0) -> bool:
         return bool(waits(check))
     except RetryError:
         return False
+
+
+def test_only_a_version_that_went_to_production_is_deployed(server: str, models, tmp_path: Path):
+    """register's answer to the pipeline (deploy or not): with manual approval a version that
+    passed is only the candidate, and nothing is deployed; with auto it is production."""
+    model_dir, evaluation = models["good"]
+    results = {}
+    for approval in ("manual", "auto"):
+        config = make_config(
+            tmp_path,
+            "registry.model_name=approval-classifier",
+            "registry.accuracy_threshold=0.8",
+            f"registry.approval={approval}",
+            f"tracking.uri={server}",
+        )
+        results[approval] = register_stage.run(config, model_dir, evaluation)
+    assert results["manual"].gate_passed and not results["manual"].in_production
+    assert results["auto"].gate_passed and results["auto"].in_production

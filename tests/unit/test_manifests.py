@@ -88,3 +88,13 @@ def test_kind_cluster_config():
     assert (config["apiVersion"], config["kind"]) == ("kind.x-k8s.io/v1alpha4", "Cluster")
     roles = [node["role"] for node in config["nodes"]]
     assert roles.count("control-plane") == 1 and set(roles) <= {"control-plane", "worker"}
+
+
+@kubectl
+@pytest.mark.parametrize("name", LOCAL_KUSTOMIZATIONS)
+def test_no_credentials_are_committed(name):
+    """Secrets are made at set-up (scripts/cluster-secrets.sh), never rendered from the repo."""
+    for doc in kustomize(MANIFESTS / name):
+        assert doc["kind"] != "Secret", f"{name}: {doc['metadata']['name']}"
+    text = "\n".join(p.read_text() for p in (MANIFESTS / name).glob("*.yaml"))
+    assert "change-me" not in text and "stringData" not in text
