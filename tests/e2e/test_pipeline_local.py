@@ -123,15 +123,16 @@ def test_a_person_can_follow_the_run(local_run):
     """One line per task start and end, every epoch and every trial; no executor JSON."""
     _, result = local_run
     lines = result.stdout.splitlines()
-    assert len(lines) <= 150, f"{len(lines)} lines"
+    assert len(lines) + len(result.stderr.splitlines()) <= 150, result.stderr[-2000:]
     for task in ("prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy"):
         assert any(line.endswith(f" {task} started") for line in lines), task
         assert any(f" {task} success in " in line for line in lines), task
-    assert sum("tune trial " in line for line in lines) == 2
-    assert [line.split(":")[1].strip() for line in lines if "train epoch " in line] == [
-        "train epoch 1/2",
-        "train epoch 2/2",
+    assert sum(line.startswith("  tune: trial ") for line in lines) == 2
+    assert [line.split(":")[1].strip() for line in lines if line.startswith("  train: epoch")] == [
+        "epoch 1/2",
+        "epoch 2/2",
     ]
+    assert "Warning" not in result.stdout + result.stderr, "no library warnings either"
     assert "executor_input" not in result.stdout and "Streamed logs" not in result.stdout
 
 

@@ -30,4 +30,4 @@ class EpochProgress(L.Callback):
             if name in metrics
         )
         left = f", about {duration(per_epoch * (last - epoch))} left" if last > epoch else ""
-        report(f"train epoch {epoch}/{last}: {scores}, {per_epoch:.0f} s/epoch{left}")
+        report(f"epoch {epoch}/{last}: {scores}, {per_epoch:.0f} s/epoch{left}")

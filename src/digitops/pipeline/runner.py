@@ -112,6 +112,11 @@ def run_local(
             working_dir=str(_docker_work_dir(pipeline_root)),
         )
     local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    if not verbose:
+        # The local runner warns, for every task, that resource settings and a custom base image
+        # mean nothing to it: true of every run, and nothing a user can act on.
+        warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect")
+        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task")
     run_log = _RunLog(sys.stdout, verbose)
     try:
         with contextlib.redirect_stdout(run_log):

@@ -58,6 +58,21 @@ def load_image(data: bytes) -> np.ndarray:
     return _load_with_pillow(data)
 
 
+def header_pixels(data: bytes) -> int | None:
+    """The pixel count an image's header declares, read without decoding (None: no header a
+    decoder accepts; decoding it will say why)."""
+    try:
+        if data[:3] == b"\xff\xd8\xff":
+            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+            return int(height * width)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", Image.DecompressionBombWarning)
+            width, height = Image.open(io.BytesIO(data), formats=FORMATS).size
+        return int(width * height)
+    except (ValueError, OSError, SyntaxError, Image.DecompressionBombError):
+        return None
+
+
 def _load_jpeg(data: bytes) -> np.ndarray:
     # simplejpeg (libjpeg-turbo) rather than Pillow: it decodes at 1/2, 1/4 or 1/8 size from the
     # DCT coefficients, and in strict mode refuses data that ends early, which Pillow fills with

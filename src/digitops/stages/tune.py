@@ -264,14 +264,14 @@ def _callbacks(config: Config, parent_run_id: str | None) -> list[Any]:
             stopped = " (stopped early)" if epochs < config.tune.epochs else ""
             params = ", ".join(f"{k.split('.')[-1]} {_short(v)}" for k, v in trial.config.items())
             report(
-                f"tune trial {self.finished}/{config.tune.trials}: {METRIC} "
+                f"trial {self.finished}/{config.tune.trials}: {METRIC} "
                 f"{float(result.get(METRIC, 0.0)):.4f} after {epochs} epoch(s){stopped}, "
                 f"{duration(float(result.get('time_total_s', 0.0)))}; {params}"
             )
 
         def on_trial_error(self, iteration: int, trials: list, trial: Any, **info: Any) -> None:
             self.finished += 1
-            report(f"tune trial {self.finished}/{config.tune.trials}: failed")
+            report(f"trial {self.finished}/{config.tune.trials}: failed")
 
     if parent_run_id is None:
         return [TrialProgress()]

@@ -145,3 +145,13 @@ def test_oversized_images_are_413_before_decoding(pixels):
     with pytest.raises(ImageError, match="megapixels") as error:
         preprocess(huge)
     assert error.value.status == 413
+
+
+def test_header_pixels_reads_the_size_without_decoding():
+    from digitops.serving.preprocess import header_pixels
+
+    assert header_pixels(encode(digit_one(90, 120), "PNG")) == 90 * 120
+    assert header_pixels(encode(digit_one(90, 120), "JPEG")) == 90 * 120
+    bomb = encode(Image.new("L", (20_000, 20_000), 255), "PNG")
+    assert header_pixels(bomb) is None  # Pillow will not open it; decoding answers 413
+    assert header_pixels(b"not an image") is None
