@@ -140,6 +140,10 @@ def alias_lock(mlflow_client: Any, name: str) -> Iterator[None]:
                 raise
         held = _lock_age_s(mlflow_client, lock)
         if held is not None and held > LOCK_STALE_S:
+            # Known gap: two waiters that find the same stale lock at the same moment may both
+            # delete it, and the second may delete the first's new lock. It takes a crash while
+            # holding the lock and then a race within one retry; MLflow offers nothing atomic
+            # that would close it.
             _delete_quietly(mlflow_client, lock)
             continue
         if time.monotonic() > deadline:
