@@ -70,8 +70,7 @@ def _read_folder(root: Path) -> np.ndarray:
         files = sorted(
             p
             for p in root.rglob("*")
-            if p.suffix.lower() in IMAGE_SUFFIXES
-            and not any(is_hidden(part) for part in [p, *p.relative_to(root).parents])
+            if p.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(p, root)
         )
     except OSError as exc:
         raise DataError(f"{root}: cannot be read ({exc.strerror})") from None
@@ -85,7 +84,7 @@ def _request_logs(root: Path) -> list[Path]:
     return sorted(
         p
         for p in root.iterdir()
-        if p.is_file() and p.suffix.lower() in REQUEST_LOG_SUFFIXES and not is_hidden(p)
+        if p.is_file() and p.suffix.lower() in REQUEST_LOG_SUFFIXES and not is_hidden(p, root)
     )
 
 

@@ -9,6 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -17,6 +18,7 @@ from digitops.errors import DataError
 
 IMAGE_SIZE = 28
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
+SIXTEEN_BIT_MODES = {"I;16", "I;16B", "I;16L", "I;16N", "I"}  # Pillow's modes of 16-bit gray
 
 
 @dataclass(frozen=True)
@@ -132,9 +134,9 @@ def _read_csv(path: Path, label_column: str) -> Labelled:
 
 def _read_image_folder(root: Path) -> Labelled:
     images, names = [], []
-    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p)):
+    for class_dir in sorted(p for p in root.iterdir() if p.is_dir() and not is_hidden(p, root)):
         for file in sorted(class_dir.iterdir()):
-            if file.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(file):
+            if file.suffix.lower() in IMAGE_SUFFIXES and not is_hidden(file, root):
                 images.append(read_image(file))
                 names.append(class_dir.name)
     if not images:
@@ -142,9 +144,18 @@ def _read_image_folder(root: Path) -> Labelled:
     return Labelled(np.stack(images), np.array(names))
 
 
-def is_hidden(path: Path) -> bool:
-    """Dot files and folders (.ipynb_checkpoints, .DS_Store...) are tool state, never data."""
-    return path.name.startswith(".")
+def sixteen_bit_levels(image: Any) -> np.ndarray | None:
+    """A 16-bit grayscale PIL image's levels as floats in [0, 1] (Pillow's convert("L") would
+    clip every level above 255 to white); None for any other mode."""
+    if image.mode not in SIXTEEN_BIT_MODES:
+        return None
+    return np.clip(np.asarray(image, dtype=np.float32) / 65535.0, 0.0, 1.0)
+
+
+def is_hidden(path: Path, root: Path) -> bool:
+    """Whether `path` is, or lies in, a dot file or folder below `root` (.ipynb_checkpoints,
+    .DS_Store...): tool state, never data. Dots above `root` do not count."""
+    return any(part.startswith(".") for part in path.relative_to(root).parts)
 
 
 def read_image(file: Path) -> np.ndarray:
@@ -157,9 +168,8 @@ def read_image(file: Path) -> np.ndarray:
         with Image.open(file) as opened:
             opened.load()  # raises on data that ends early, where convert() would fill it in
             img: Image.Image = opened
-            if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I"):
-                levels = np.asarray(img, dtype=np.float64) / 65535.0 * 255.0
-                img = Image.fromarray(np.clip(levels, 0, 255).round().astype(np.uint8))
+            if (levels := sixteen_bit_levels(img)) is not None:
+                img = Image.fromarray((levels * 255).round().astype(np.uint8))
             gray = img.convert("L")
             if gray.size != (IMAGE_SIZE, IMAGE_SIZE):
                 gray = gray.resize((IMAGE_SIZE, IMAGE_SIZE), Image.Resampling.BILINEAR)

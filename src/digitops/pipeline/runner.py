@@ -112,14 +112,14 @@ def run_local(
             working_dir=str(_docker_work_dir(pipeline_root)),
         )
     local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
-    if not verbose:
-        # The local runner warns, for every task, that resource settings and a custom base image
-        # mean nothing to it: true of every run, and nothing a user can act on.
-        warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect")
-        warnings.filterwarnings("ignore", message=r"You may be attemping to run a task")
     run_log = _RunLog(sys.stdout, verbose)
     try:
-        with contextlib.redirect_stdout(run_log):
+        with contextlib.redirect_stdout(run_log), warnings.catch_warnings():
+            if not verbose:
+                # The local runner warns, for every task, that resource settings and a custom
+                # base image mean nothing to it: true of every run, nothing a user can act on.
+                warnings.filterwarnings("ignore", message=r"Task '.*': settings .* have no effect")
+                warnings.filterwarnings("ignore", message=r"You may be attemping to run a task")
             pipeline(**arguments)
     except RuntimeError as exc:
         raise PipelineError(_failure_line(str(exc), run_log.last_error)) from None
@@ -161,6 +161,9 @@ def _check_images(pipeline_file: Path) -> None:
         )
 
 
+_ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the local runner colours task names
+
+
 class _RunLog(io.TextIOBase):
     """What a person sees of a local run: one line as each task starts and ends (with its time)
     and the tasks' progress lines (`digitops.progress`); with `verbose`, everything the tasks
@@ -170,7 +173,6 @@ class _RunLog(io.TextIOBase):
     _ERROR = re.compile(r"digitops\.\w+\.(\w+Error): (.*)")
     _STARTED = re.compile(r"Executing task '?([\w-]+)'?")
     _FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
-    _ANSI = re.compile(r"\x1b\[[0-9;]*m")
     TAIL = 25  # lines of a failed task's own output shown without --verbose
 
     def __init__(self, stream: TextIO, verbose: bool = False) -> None:
@@ -188,7 +190,7 @@ class _RunLog(io.TextIOBase):
         self._partial += text
         *lines, self._partial = self._partial.split("\n")
         for line in lines:
-            self._line(self._ANSI.sub("", line))
+            self._line(_ANSI.sub("", line))
         return len(text)
 
     def _line(self, line: str) -> None:
@@ -225,7 +227,7 @@ def _clock() -> str:
 
 
 def _failure_line(message: str, error: str | None) -> str:
-    plain = re.sub(r"\x1b\[[0-9;]*m", "", message)  # the local runner colours task names
+    plain = _ANSI.sub("", message)
     task = re.search(r"Inner task failed: '?([\w-]+)'?", plain)
     where = f"task '{task.group(1)}'" if task else "a task"
     return f"pipeline stopped: {where} failed: {error or 'see its log above'}"

@@ -99,14 +99,12 @@ def _body(single: bool) -> dict[str, Any]:
     }
 
 
-def create_app(
-    predictor: Predictor, request_log: Path | None = None, refresh_s: float | None = None
-) -> FastAPI:
+def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI:
     """The app serving `predictor`; with `request_log`, every prediction is recorded there. A
-    predictor loaded through an alias follows it, checked every `refresh_s` seconds
-    (default `$DIGITOPS_MODEL_REFRESH_S`, else 15)."""
+    predictor loaded through an alias follows it, checked every `$DIGITOPS_MODEL_REFRESH_S`
+    seconds (default 15)."""
     served = ServedModel(predictor)
-    every = refresh_s or float(os.environ.get(REFRESH_ENV, DEFAULT_REFRESH_S))
+    every = float(os.environ.get(REFRESH_ENV, DEFAULT_REFRESH_S))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:

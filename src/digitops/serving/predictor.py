@@ -97,11 +97,20 @@ def _download(uri: str) -> tuple[Path, str, str]:
 
 
 def _resolve_version(client: Any, ref: str) -> tuple[str, str]:
-    if "@" in ref:
-        name, alias = ref.split("@", 1)
+    if (named := alias_of(f"models:/{ref}")) is not None:
+        name, alias = named
         return name, str(client.get_model_version_by_alias(name, alias).version)
     name, _, version = ref.partition("/")
     return name, version
+
+
+def alias_of(source: str) -> tuple[str, str] | None:
+    """(model name, alias) of a `models:/name@alias` source; None for anything else (a
+    directory, a run, a pinned version such as `models:/name/3`)."""
+    if not source.startswith("models:/") or "@" not in source:
+        return None
+    name, alias = source.removeprefix("models:/").split("@", 1)
+    return name, alias
 
 
 class ServedModel:
@@ -113,10 +122,7 @@ class ServedModel:
 
     def __init__(self, predictor: Predictor) -> None:
         self.predictor = predictor
-        ref = predictor.source.removeprefix("models:/")
-        self.alias = ref.split("@", 1) if predictor.source.startswith("models:/") else None
-        if self.alias is not None and len(self.alias) != 2:
-            self.alias = None  # a pinned version (models:/name/3) never moves
+        self.alias = alias_of(predictor.source)  # None: a source that never moves
 
     def refresh(self) -> bool:
         """Load the version the alias names now, if it moved; True when it did."""

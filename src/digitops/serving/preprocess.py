@@ -19,6 +19,7 @@ import numpy as np
 import simplejpeg
 from PIL import Image, UnidentifiedImageError
 
+from digitops.data.sources import sixteen_bit_levels
 from digitops.errors import DigitopsError
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
@@ -33,7 +34,6 @@ MIN_CONTRAST = 0.15  # ink and page differ by at least this much (of full scale)
 MIN_INK_SHARE = 0.05  # the digit spans at least this share of the image's longer side
 SIZE, INNER = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28×28 frame
 INK_LEVEL = 0.2  # after inversion, pixels above this (of 1.0) count as ink when cropping
-SIXTEEN_BIT = {"I;16", "I;16B", "I;16L", "I;16N", "I"}
 
 
 class ImageError(DigitopsError):
@@ -53,7 +53,7 @@ def load_image(data: bytes) -> np.ndarray:
     pixels on its longer side, transparency flattened onto a page that contrasts with the ink."""
     if not data:
         raise ImageError("the image is empty (0 bytes)")
-    if data[:3] == b"\xff\xd8\xff":
+    if _is_jpeg(data):
         return _load_jpeg(data)
     return _load_with_pillow(data)
 
@@ -62,25 +62,35 @@ def header_pixels(data: bytes) -> int | None:
     """The pixel count an image's header declares, read without decoding (None: no header a
     decoder accepts; decoding it will say why)."""
     try:
-        if data[:3] == b"\xff\xd8\xff":
-            height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-            return int(height * width)
+        if _is_jpeg(data):
+            width, height = _jpeg_size(data)
+            return width * height
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = Image.open(io.BytesIO(data), formats=FORMATS).size
         return int(width * height)
-    except (ValueError, OSError, SyntaxError, Image.DecompressionBombError):
+    except (ImageError, ValueError, OSError, SyntaxError, Image.DecompressionBombError):
         return None
+
+
+def _is_jpeg(data: bytes) -> bool:
+    return data[:3] == b"\xff\xd8\xff"
+
+
+def _jpeg_size(data: bytes) -> tuple[int, int]:
+    """(width, height) from a JPEG's header."""
+    try:
+        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
+    except ValueError:
+        raise ImageError("the image is truncated or corrupt") from None
+    return int(width), int(height)
 
 
 def _load_jpeg(data: bytes) -> np.ndarray:
     # simplejpeg (libjpeg-turbo) rather than Pillow: it decodes at 1/2, 1/4 or 1/8 size from the
     # DCT coefficients, and in strict mode refuses data that ends early, which Pillow fills with
     # gray and answers as an image.
-    try:
-        height, width, _, _ = simplejpeg.decode_jpeg_header(data)
-    except ValueError:
-        raise ImageError("the image is truncated or corrupt") from None
+    width, height = _jpeg_size(data)
     _check_size(width, height, MAX_JPEG_PIXELS)
     scale = min(1.0, WORK_SIDE / max(width, height))
     try:
@@ -116,9 +126,8 @@ def _load_with_pillow(data: bytes) -> np.ndarray:
         raise ImageError(f"not an image in a supported format ({', '.join(FORMATS)})") from None
     except (OSError, SyntaxError, ValueError):
         raise ImageError("the image is truncated or corrupt") from None
-    if image.mode in SIXTEEN_BIT:
-        levels = np.asarray(image, dtype=np.float32) / 65535.0  # not clipped to 8 bits
-        return _shrink(Image.fromarray(np.clip(levels, 0, 1), "F"), "F")
+    if (levels := sixteen_bit_levels(image)) is not None:
+        return _shrink(Image.fromarray(levels, "F"), "F")
     if image.mode in ("RGBA", "LA", "PA", "La") or "transparency" in image.info:
         return _flatten(_shrink_image(image.convert("LA")))
     return _shrink(image, "L")

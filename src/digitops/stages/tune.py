@@ -262,7 +262,9 @@ def _callbacks(config: Config, parent_run_id: str | None) -> list[Any]:
             result = trial.last_result or {}
             epochs = int(result.get("training_iteration", 0))
             stopped = " (stopped early)" if epochs < config.tune.epochs else ""
-            params = ", ".join(f"{k.split('.')[-1]} {_short(v)}" for k, v in trial.config.items())
+            params = ", ".join(
+                f"{k.split('.')[-1]} {tune_report.format_value(v)}" for k, v in trial.config.items()
+            )
             report(
                 f"trial {self.finished}/{config.tune.trials}: {METRIC} "
                 f"{float(result.get(METRIC, 0.0)):.4f} after {epochs} epoch(s){stopped}, "
@@ -287,10 +289,6 @@ def _callbacks(config: Config, parent_run_id: str | None) -> list[Any]:
             tags={"mlflow.parentRunId": parent_run_id, "stage": "tune-trial"},
         ),
     ]
-
-
-def _short(value: Any) -> str:
-    return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
 def _check_baseline(config: Config) -> None:

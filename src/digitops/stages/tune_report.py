@@ -88,7 +88,7 @@ def write(trials: Trials, keys: list[str], out: Path, best_trial: str) -> None:
         f"<p>Trial {best_trial} of {len(table)} "
         f"({int((table['status'] == 'failed').sum())} failed, "
         f"{int((table['status'] == 'stopped early').sum())} stopped early): "
-        + ", ".join(f"{key}={_fmt(best[key])}" for key in keys)
+        + ", ".join(f"{key}={format_value(best[key])}" for key in keys)
         + "</p>"
     )
     (out / REPORT).write_text(
@@ -115,11 +115,12 @@ def _display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     return shown.assign(
         val_accuracy=shown["val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
         baseline=shown["baseline"].map(lambda b: "yes" if b else ""),
-        **{key: shown[key].map(_fmt) for key in keys},
+        **{key: shown[key].map(format_value) for key in keys},
     )
 
 
-def _fmt(value: Any) -> str:
+def format_value(value: Any) -> str:
+    """A searched value as reports show it (floats to 3 significant digits)."""
     return f"{value:.3g}" if isinstance(value, float) else str(value)
 
 
