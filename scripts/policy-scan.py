@@ -1,9 +1,10 @@
 """Scan the Kubernetes manifests with checkov's policies (make lint and the tests run it).
 
-Every kustomization is rendered by kustomize itself (kubectl kustomize), so the scan sees what
-is applied. The RayCluster is a custom resource checkov does not read: its pod templates are
-scanned as Pods. A waived finding is a `checkov.io/skipN: CHECK=reason` annotation in the
-manifest it concerns. Usage: python scripts/policy-scan.py [--manifests DIR] [--checkov PATH]
+Every kustomization is rendered by kustomize itself, through the renderer `deploy` uses, so
+the scan sees what is applied. The RayCluster is a custom resource checkov does not read: its
+pod templates are scanned as Pods. A waived finding is a `checkov.io/skipN: CHECK=reason`
+annotation in the manifest it concerns.
+Usage: python scripts/policy-scan.py [--manifests DIR] [--checkov PATH]
 """
 
 import argparse
@@ -14,6 +15,8 @@ from pathlib import Path
 
 import yaml
 
+from digitops.deploy.kubernetes import render  # kustomize's own rendering, as deploy applies it
+
 REPO = Path(__file__).resolve().parents[1]
 KUSTOMIZATIONS = ("serving", "mlflow", "digitops")
 CHECKOV = REPO / "tools" / "checkov" / ".venv" / "bin" / "checkov"
@@ -21,15 +24,7 @@ CHECKOV = REPO / "tools" / "checkov" / ".venv" / "bin" / "checkov"
 
 def rendered(manifests: Path) -> dict[str, list[dict]]:
     """Documents to scan, by file name."""
-    files = {}
-    for name in KUSTOMIZATIONS:
-        out = subprocess.run(
-            ["kubectl", "kustomize", str(manifests / name)],
-            capture_output=True,
-            text=True,
-            check=True,
-        ).stdout
-        files[f"{name}.yaml"] = [doc for doc in yaml.safe_load_all(out) if doc]
+    files = {f"{name}.yaml": render(manifests / name) for name in KUSTOMIZATIONS}
     cluster = yaml.safe_load((manifests / "ray" / "raycluster.yaml").read_text())
     groups = {"head": cluster["spec"]["headGroupSpec"]}
     groups |= {g["groupName"]: g for g in cluster["spec"]["workerGroupSpecs"]}
