@@ -3,6 +3,7 @@
 #   mlflow/mlflow-credentials   the PostgreSQL and MinIO passwords and the MLflow admin login
 #   <ns>/mlflow-client          that login, for MLflow's clients: the pipeline's tasks (kubeflow)
 #                               and the prediction service (digitops)
+#   digitops/store-client       the MinIO login, for the prediction service's request store
 # A secret that exists is kept, so running it again changes nothing. Needs kubectl, and the
 # namespaces mlflow, kubeflow and digitops.
 set -eu
@@ -38,3 +39,11 @@ for namespace in kubeflow digitops; do
       --from-literal=MLFLOW_TRACKING_PASSWORD="$password"
   fi
 done
+
+if exists digitops store-client; then
+  echo "kept secret digitops/store-client"
+else
+  kubectl -n digitops create secret generic store-client \
+    --from-literal=AWS_ACCESS_KEY_ID="$(field MINIO_ROOT_USER)" \
+    --from-literal=AWS_SECRET_ACCESS_KEY="$(field MINIO_ROOT_PASSWORD)"
+fi

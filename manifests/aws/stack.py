@@ -3,8 +3,9 @@
 Resources: an S3 bucket (private, TLS only, encrypted) that notifies the function for each image
 suffix under `uploads/`; the function from `docker/lambda.Dockerfile` (model baked in), which
 writes `results/<key>.json`, outside the notified prefix, so results never trigger it; a
-Function URL serving the HTTP API; two retries for failed events, then an SQS queue; an IAM role
-that may only read `uploads/*`, list under `uploads/` and write `results/*`.
+Function URL serving the HTTP API; two retries for failed events, then an SQS queue; the request
+store under `store/` (every prediction kept, labels from /feedback); an IAM role that may only
+read `uploads/*`, write `results/*`, read and write `store/*`, and list those two prefixes.
 """
 
 from __future__ import annotations
@@ -22,7 +23,7 @@ from aws_cdk import aws_sqs as sqs
 from constructs import Construct
 
 REPO = Path(__file__).resolve().parents[2]
-UPLOADS, RESULTS = "uploads/", "results/"
+UPLOADS, RESULTS, STORE = "uploads/", "results/", "store/"
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp")
 
 
@@ -66,7 +67,10 @@ class DigitsLambdaStack(cdk.Stack):
             architecture=lambda_.Architecture.X86_64,
             memory_size=memory_mb,  # memory buys CPU: 1 GiB keeps cold starts under a second
             timeout=cdk.Duration.seconds(30),
-            environment={"DIGITOPS_RESULTS_PREFIX": RESULTS},
+            environment={
+                "DIGITOPS_RESULTS_PREFIX": RESULTS,
+                "DIGITOPS_STORE": f"s3://{bucket.bucket_name}/{STORE}",
+            },
             log_group=logs.LogGroup(self, "PredictLogs", retention=logs.RetentionDays.ONE_MONTH),
             retry_attempts=2,
             on_failure=destinations.SqsDestination(failed),
@@ -76,12 +80,19 @@ class DigitsLambdaStack(cdk.Stack):
                 actions=["s3:GetObject"], resources=[bucket.arn_for_objects(f"{UPLOADS}*")]
             )
         )
-        # Without ListBucket, S3 answers a vanished object with AccessDenied, not NoSuchKey.
+        function.add_to_role_policy(
+            iam.PolicyStatement(
+                actions=["s3:GetObject", "s3:PutObject"],
+                resources=[bucket.arn_for_objects(f"{STORE}*")],
+            )
+        )
+        # Without ListBucket, S3 answers a vanished object with AccessDenied, not NoSuchKey; the
+        # store lists a request's labels.
         function.add_to_role_policy(
             iam.PolicyStatement(
                 actions=["s3:ListBucket"],
                 resources=[bucket.bucket_arn],
-                conditions={"StringLike": {"s3:prefix": f"{UPLOADS}*"}},
+                conditions={"StringLike": {"s3:prefix": [f"{UPLOADS}*", f"{STORE}*"]}},
             )
         )
         function.add_to_role_policy(
@@ -104,6 +115,7 @@ class DigitsLambdaStack(cdk.Stack):
         cdk.CfnOutput(self, "BucketName", value=bucket.bucket_name)
         cdk.CfnOutput(self, "UploadPrefix", value=f"s3://{bucket.bucket_name}/{UPLOADS}")
         cdk.CfnOutput(self, "ResultPrefix", value=f"s3://{bucket.bucket_name}/{RESULTS}")
+        cdk.CfnOutput(self, "StorePrefix", value=f"s3://{bucket.bucket_name}/{STORE}")
         cdk.CfnOutput(self, "FunctionName", value=function.function_name)
         cdk.CfnOutput(self, "FunctionUrl", value=url.url)
         cdk.CfnOutput(self, "FailedEventsQueue", value=failed.queue_url)

@@ -24,6 +24,7 @@ from digitops.console import (
 from digitops.console import make_config as _config
 from digitops.errors import DigitopsError
 from digitops.pipeline.cli import pipeline_app
+from digitops.production_cli import features_app, store_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -32,6 +33,8 @@ app = typer.Typer(
     help="digitops: handwritten-digit recognition, from data to deployed model.",
 )
 app.add_typer(pipeline_app, name="pipeline")
+app.add_typer(store_app, name="store")
+app.add_typer(features_app, name="features")
 
 
 @app.command()
@@ -232,14 +235,18 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port to listen on.")] = 8000,
     workers: Annotated[int, typer.Option(help="Server processes.")] = 1,
-    request_log: Annotated[
-        Path | None, typer.Option(help="JSON-lines file recording every prediction.")
-    ] = ARTIFACTS / "requests.jsonl",
+    store: Annotated[
+        str,
+        typer.Option(
+            help="Request store every prediction is kept in: a directory or s3://bucket/prefix "
+            "('' keeps nothing; /feedback then answers 404)."
+        ),
+    ] = str(ARTIFACTS / "store"),
 ) -> None:
-    """Serve the model over HTTP (FastAPI + onnxruntime): /predict, the web page at /, ..."""
+    """Serve the model over HTTP (FastAPI + onnxruntime): /predict, /feedback, the web page..."""
     from digitops.serving.main import serve as run_server
 
-    run_server(_model_or_default(model), host, port, workers, request_log, announce=typer.echo)
+    run_server(_model_or_default(model), host, port, workers, store or None, announce=typer.echo)
 
 
 @app.command()

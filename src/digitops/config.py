@@ -24,13 +24,22 @@ class Section(BaseModel):
 class PrepareConfig(Section):
     """Where the data comes from and how it is split."""
 
-    source: str = Field("mnist", description="'mnist', an IDX directory, image folder or CSV file")
+    source: str = Field(
+        "mnist",
+        description="'mnist', an IDX directory, image folder, CSV file, or a request store "
+        "(its directory or s3://bucket/prefix: the labeled production images)",
+    )
     test_source: str | None = Field(None, description="separate test data (same kinds as source)")
     label_column: str = Field("label", description="label column of a CSV source")
     classes: list[str] | None = Field(None, description="expected class names; others are errors")
     val_fraction: float = Field(0.1, gt=0, lt=1, description="share of the training pool for val")
     test_fraction: float = Field(0.15, gt=0, lt=1, description="test share when no test split")
     limit: int = Field(0, ge=0, description="cap on training-pool and test images; 0 = all")
+    mnist_ratio: float = Field(
+        0.0,
+        ge=0,
+        description="with a request-store source: MNIST images added per production image",
+    )
     seed: int = 42
 
     @field_validator("limit", mode="before")
@@ -189,7 +198,11 @@ class DeployConfig(Section):
     target: Literal["local", "kubernetes"] = "local"
     host: str = "127.0.0.1"
     port: int = Field(0, ge=0, le=65535, description="0: a free port")
-    request_log: str = "artifacts/requests.jsonl"
+    store: str = Field(
+        "artifacts/store",
+        description="request store the service keeps predictions in (a directory or "
+        "s3://bucket/prefix; empty: none)",
+    )
     smoke_images: int = Field(200, ge=1, description="test digits posted after start-up")
     min_accuracy: float = Field(0.9, ge=0, le=1, description="smoke-test accuracy to keep it")
     startup_timeout_s: float = Field(120, gt=0)

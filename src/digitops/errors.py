@@ -18,3 +18,7 @@ class DataError(DigitopsError):
 
 class ModelError(DigitopsError):
     """A model directory is missing, incomplete, or does not fit the data."""
+
+
+class StoreError(DigitopsError):
+    """The request store cannot be opened, read or written."""

@@ -24,10 +24,10 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 @pytest.fixture(scope="module")
 def service(tmp_path_factory: pytest.TempPathFactory, trained):
     work = tmp_path_factory.mktemp("service")
-    log = work / "requests.jsonl"
-    extra = ("--workers", "2", "--request-log", str(log))
+    store = work / "store"
+    extra = ("--workers", "2", "--store", str(store))
     with running_service(trained.model_dir, work, *extra) as url:
-        yield url, log
+        yield url, store
 
 
 @pytest.fixture(scope="module")
@@ -57,7 +57,14 @@ def test_answer_shape_json_and_batch(service, digits):
         batch = client.post("/predict/batch", json={"images": [encoded] * 3}).json()
         files = [("files", (f"{i}.png", png(img))) for i, img in enumerate(images[:5])]
         multipart = client.post("/predict/batch", files=files).json()
-    assert set(single) == {"digit", "confidence", "probabilities", "top3", "model_version"}
+    assert set(single) == {
+        "digit",
+        "confidence",
+        "probabilities",
+        "top3",
+        "model_version",
+        "request_id",
+    }
     assert abs(sum(single["probabilities"].values()) - 1) < 1e-4
     assert single["top3"][0]["digit"] == single["digit"]
     assert [p["digit"] for p in batch["predictions"]] == [single["digit"]] * 3
@@ -109,21 +116,25 @@ def test_model_ready_and_prometheus_metrics(service, trained):
     assert "/predict" in httpx.get(f"{url}/openapi.json").json()["paths"]
 
 
-def test_request_log_survives_concurrent_writers_and_feeds_drift(service, digits):
-    url, log = service
-    before = len(log.read_text().splitlines()) if log.exists() else 0
+def test_the_store_keeps_every_concurrent_prediction_and_feeds_drift(service, digits):
+    url, store = service
     digit = png(digits[0][0])
 
-    def post(_: int) -> int:
-        return httpx.post(f"{url}/predict", files={"file": ("d.png", digit)}).status_code
+    def post(_: int) -> dict:
+        response = httpx.post(f"{url}/predict", files={"file": ("d.png", digit)})
+        assert response.status_code == 200
+        return response.json()
 
     with ThreadPoolExecutor(16) as pool:
-        assert set(pool.map(post, range(200))) == {200}
-    lines = log.read_text().splitlines()
-    assert len(lines) == before + 200
-    records = [json.loads(line) for line in lines]  # every line whole, even with 2 workers
-    assert {"predicted", "confidence", "model_version", "ink_fraction"} <= set(records[-1])
-    assert len(load_current(log)) == len(lines)
+        answers = list(pool.map(post, range(200)))
+    lines = [line for f in store.rglob("records/*/*.jsonl") for line in f.read_text().splitlines()]
+    records = {r["request_id"]: r for r in map(json.loads, lines)}  # every line whole
+    assert {a["request_id"] for a in answers} <= set(records)
+    record = records[answers[0]["request_id"]]
+    assert {"predicted", "confidence", "model_version", "ink_fraction", "embedding"} <= set(record)
+    assert len(record["embedding"]) == 32
+    assert len(list(store.rglob("images/*/*.png"))) < 20  # one image, kept once
+    assert len(load_current(store)) == len(lines)
 
 
 def test_predict_command_locally_and_against_the_service(service, digits, trained, tmp_path):

@@ -114,10 +114,10 @@ def test_prepare_runs_on_the_bundled_mnist_outside_the_checkout(prepared):
 def test_serve_answers_predictions_outside_the_checkout(venv, outside, env, prepared, trained):
     image = load_dataset(prepared[0]).split("test").images[0]
     serve = [str(venv / "digitops"), "serve", "--model", str(trained.model_dir.resolve())]
-    log = str(outside / "requests.jsonl")
+    store = str(outside / "store")
     server = running_server(
         "wheel-serve",
-        lambda port: [*serve, "--port", str(port), "--request-log", log],
+        lambda port: [*serve, "--port", str(port), "--store", store],
         "/ready",
         outside,
     )
@@ -126,4 +126,5 @@ def test_serve_answers_predictions_outside_the_checkout(venv, outside, env, prep
         page = client.get("/")  # the static page: package data, read via importlib.resources
     assert answer.status_code == 200, answer.text
     assert answer.json()["digit"] in {str(d) for d in range(10)}
+    assert answer.json()["request_id"]  # kept in the store (boto3 not needed for a local one)
     assert page.status_code == 200 and "<html" in page.text.lower()

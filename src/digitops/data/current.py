@@ -2,8 +2,8 @@
 
 Three kinds: a dataset directory (its test split), a folder of image files (any depth, read
 as they are: resized to 28×28 grayscale, never inverted or centred, so such changes show), and
-the prediction service's request log (JSON lines holding each request's descriptors), or a
-folder of them (the log and its rotated files). A log line that is not a whole record (a write
+the service's request store (its records hold each request's descriptors), or a folder of its
+records files (one day's, say), or one records file. A log line that is not a whole record (a write
 cut short by a crash or a full disk) is skipped and counted, not a reason to refuse the log.
 """
 
@@ -21,6 +21,7 @@ from digitops.data.dataset import MANIFEST, load_dataset
 from digitops.data.descriptors import COLUMNS
 from digitops.data.sources import IMAGE_SUFFIXES, is_hidden, read_image
 from digitops.errors import DataError
+from digitops.store.layout import MARKER
 
 log = logging.getLogger(__name__)
 
@@ -47,6 +48,10 @@ def load_current(source: str | Path) -> Current:
     path = Path(source)
     if not path.exists():
         raise DataError(f"{path}: current data not found")
+    if path.is_dir() and (path / MARKER).is_file():
+        files = sorted((path / "records").rglob("*.jsonl"))
+        table = pd.concat([_read_log(f) for f in files], ignore_index=True) if files else None
+        return _checked(Current(str(path), "request store", table=table))
     if path.is_dir() and (path / MANIFEST).is_file():
         images = load_dataset(path).split("test").images
         return _checked(Current(str(path), "dataset test split", images=images))

@@ -19,6 +19,7 @@ from digitops.fileio import atomic_dir, file_sha256, write_json
 
 SPLITS = ("train", "val", "test")
 MANIFEST = "manifest.json"
+RECORDS = "records.json"  # with a request-store source: which production requests went in
 STATS = "stats.json"
 AUGMENT = "augment.json"
 
@@ -40,12 +41,16 @@ def write_dataset(
     class_names: list[str],
     augment_spec: dict[str, Any],
     source: dict[str, Any],
+    extra: dict[str, Any] | None = None,
 ) -> dict[str, Any]:
-    """Write a complete dataset directory atomically and return its manifest."""
+    """Write a complete dataset directory atomically and return its manifest (`extra`: more
+    JSON files by name, such as `records.json`, covered by the manifest like the rest)."""
     with atomic_dir(out_dir, marker=MANIFEST) as tmp:
         for name, split in splits.items():
             np.savez_compressed(tmp / f"{name}.npz", images=split.images, labels=split.labels)
         write_json(tmp / AUGMENT, augment_spec)
+        for name, content in (extra or {}).items():
+            write_json(tmp / name, content)
         write_json(tmp / STATS, compute_stats(splits, class_names))
         files = {
             p.name: {"sha256": file_sha256(p), "bytes": p.stat().st_size}

@@ -14,7 +14,8 @@ from typing import Any
 import numpy as np
 
 from digitops.data.idx import BUNDLED_MNIST, IDX_FILES, load_idx_dir
-from digitops.errors import DataError
+from digitops.errors import DataError, StoreError
+from digitops.store.layout import MARKER
 
 IMAGE_SIZE = 28
 IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff"}
@@ -39,6 +40,8 @@ class RawData:
     test_labels: np.ndarray | None
     class_names: list[str]
     description: str
+    # With a request-store source: image hash -> request id of each production image.
+    provenance: dict[str, str] | None = None
 
 
 def bundled_mnist_dir() -> Path:
@@ -50,7 +53,11 @@ def load_source(
     source: str, test_source: str | None, label_column: str, classes: list[str] | None
 ) -> RawData:
     """Read `source` (and `test_source`) and map labels to contiguous class indices."""
-    train, test = _read_any(source, label_column)
+    provenance = None
+    if is_store(source):
+        (train, provenance), test = read_store(source), None
+    else:
+        train, test = _read_any(source, label_column)
     if test_source is not None:
         if test is not None:
             raise DataError(f"{source}: already has a test split; drop test_source")
@@ -76,17 +83,40 @@ def load_source(
         test_labels,
         class_names,
         description,
+        provenance,
+    )
+
+
+def is_store(source: str) -> bool:
+    """Whether `source` names a request store (its labeled images are the data)."""
+    return source.startswith("s3://") or (Path(source) / MARKER).is_file()
+
+
+def read_store(source: str) -> tuple[Labelled, dict[str, str]]:
+    """The labeled images of a request store and, per image hash, the request it came from."""
+    from digitops.store.reader import labeled_images
+
+    try:
+        found = labeled_images(source)
+    except StoreError as exc:
+        raise DataError(str(exc)) from None
+    if not found.labels:
+        raise DataError(f"{source}: the request store holds no labeled image yet (POST /feedback)")
+    return Labelled(found.images, np.array(found.labels)), dict(
+        zip(found.hashes, found.request_ids, strict=True)
     )
 
 
 def _read_any(source: str, label_column: str) -> tuple[Labelled, Labelled | None]:
     if source == "mnist":
         return _read_idx(bundled_mnist_dir())
+    if is_store(source):
+        return read_store(source)[0], None  # as a test_source
     path = Path(source)
     if not path.exists():
         raise DataError(
             f"{source}: data source not found (expected 'mnist', an IDX directory, "
-            f"an image folder or a CSV file)"
+            f"an image folder, a CSV file or a request store)"
         )
     if path.is_file():
         if path.suffix.lower() != ".csv":
@@ -179,7 +209,7 @@ def read_image(file: Path) -> np.ndarray:
 
 
 def _class_names(names: np.ndarray, expected: list[str] | None, source: str) -> list[str]:
-    found = sorted(set(names.tolist()), key=_label_order)
+    found = sorted(set(names.tolist()), key=label_order)
     if expected is None:
         return found
     unknown = sorted(set(found) - set(expected))
@@ -191,7 +221,7 @@ def _class_names(names: np.ndarray, expected: list[str] | None, source: str) -> 
     return list(expected)
 
 
-def _label_order(name: str) -> tuple[int, int, str]:
+def label_order(name: str) -> tuple[int, int, str]:
     """Numeric labels in numeric order ('2' before '10'), then the rest alphabetically."""
     return (0, int(name), "") if name.isdigit() else (1, 0, name)
 

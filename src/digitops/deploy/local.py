@@ -47,7 +47,12 @@ def start(config: Config, model: str, log_file: Path) -> tuple[str, Service]:
             [
                 *(sys.executable, "-m", "digitops.cli", "serve", "--model", model),
                 *("--host", cfg.host, "--port", str(port)),
-                *("--request-log", str(Path(cfg.request_log).resolve())),
+                *(
+                    "--store",
+                    cfg.store
+                    if "://" in cfg.store or not cfg.store
+                    else str(Path(cfg.store).resolve()),
+                ),
             ],
             stdout=stream,
             stderr=subprocess.STDOUT,

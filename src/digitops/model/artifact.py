@@ -24,6 +24,7 @@ CHECKPOINT = "model.ckpt"
 CARD_PLACES = (MODEL_CARD, f"extra_files/{MODEL_CARD}")
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
+EMBEDDING_NAME = "embedding"  # the second output: the penultimate layer (models since issue 17)
 INPUT_SPEC = "Nx1x28x28 float32, pixels scaled to [0, 1], light ink on dark background"
 THREADS_ENV = "DIGITOPS_ORT_THREADS"
 
@@ -147,14 +148,28 @@ class OnnxClassifier:
     def class_names(self) -> list[str]:
         return self.card.class_names
 
+    @property
+    def has_embedding(self) -> bool:
+        return any(o.name == EMBEDDING_NAME for o in self.session.get_outputs())
+
     def logits(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         """Logits for N×28×28 images (uint8, or float in [0, 1]), `batch_size` at a time."""
+        return self.outputs(images, batch_size)[0]
+
+    def outputs(
+        self, images: np.ndarray, batch_size: int = 1000
+    ) -> tuple[np.ndarray, np.ndarray | None]:
+        """Logits and embeddings (None for a model exported without them)."""
         name = self.session.get_inputs()[0].name
-        out = [
-            self.session.run(None, {name: as_input(images[i : i + batch_size])})[0]
+        runs = [
+            self.session.run(None, {name: as_input(images[i : i + batch_size])})
             for i in range(0, len(images), batch_size)
         ]
-        return np.concatenate(out) if out else np.zeros((0, len(self.class_names)), np.float32)
+        if not runs:
+            return np.zeros((0, len(self.class_names)), np.float32), None
+        logits = np.concatenate([run[0] for run in runs])
+        embeddings = np.concatenate([run[1] for run in runs]) if len(runs[0]) > 1 else None
+        return logits, embeddings
 
     def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
         return softmax(self.logits(images, batch_size))

@@ -61,6 +61,12 @@ class DigitCNN(nn.Module):
         """Logits (N×classes) for images scaled to [0, 1]."""
         return self.head(self.features((x - self.mean) / self.std))
 
+    def forward_with_embedding(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Logits and the penultimate layer (the pooled features, N×4w): the embedding the
+        request store keeps for drift and active learning."""
+        pooled = self.head[0](self.features((x - self.mean) / self.std))
+        return self.head[1:](pooled), pooled.flatten(1)
+
 
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters of a model."""

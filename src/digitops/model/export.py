@@ -9,7 +9,7 @@ import numpy as np
 import torch
 
 from digitops.errors import ModelError
-from digitops.model.artifact import INPUT_NAME, OUTPUT_NAME, as_input, onnx_session
+from digitops.model.artifact import EMBEDDING_NAME, INPUT_NAME, OUTPUT_NAME, as_input, onnx_session
 
 log = logging.getLogger(__name__)
 
@@ -17,8 +17,20 @@ PARITY_TOLERANCE = 1e-4
 _PARITY_BATCH = 16
 
 
+class _WithEmbedding(torch.nn.Module):
+    """The network with its embedding as a second output (what the ONNX model exposes)."""
+
+    def __init__(self, net: torch.nn.Module) -> None:
+        super().__init__()
+        self.net = net
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.net.forward_with_embedding(x)  # type: ignore[operator]
+
+
 def export_onnx(net: torch.nn.Module, path: Path, check_images: np.ndarray) -> float:
-    """Export `net` to `path` and return the max |onnx - torch| on `check_images` (N×28×28 uint8).
+    """Export `net` to `path` (outputs: logits, then the embedding) and return the max
+    |onnx - torch| of the logits on `check_images` (N×28×28 uint8).
 
     Raises `ModelError` when the exported model disagrees with torch beyond the tolerance.
     """
@@ -29,11 +41,11 @@ def export_onnx(net: torch.nn.Module, path: Path, check_images: np.ndarray) -> f
     # Without torchvision the exporter warns about its ops once per export; they are not used.
     logging.getLogger("torch.onnx._internal.exporter._registration").setLevel(logging.ERROR)
     torch.onnx.export(
-        net,
+        _WithEmbedding(net).eval(),
         (example,),
         str(path),
         input_names=[INPUT_NAME],
-        output_names=[OUTPUT_NAME],
+        output_names=[OUTPUT_NAME, EMBEDDING_NAME],
         dynamic_shapes=({0: batch},),
         dynamo=True,
         external_data=False,

@@ -2,6 +2,7 @@
 
 `POST /predict` takes one image (multipart field `file`, or JSON `{"image": "<base64>"}`),
 `POST /predict/batch` up to `MAX_BATCH` (multipart `files`, or JSON `{"images": [...]}`).
+With a request store, each answer carries a `request_id`, and `POST /feedback` labels it.
 Bad input of any kind is a 4xx with `{"error": "..."}`; the service keeps running.
 """
 
@@ -16,7 +17,6 @@ import time
 from collections.abc import AsyncGenerator, AsyncIterator
 from contextlib import asynccontextmanager
 from importlib import resources
-from pathlib import Path
 from typing import Any
 
 import anyio
@@ -30,9 +30,11 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from digitops.serving import metrics
+from digitops.serving.feedback import add_feedback_routes
 from digitops.serving.predictor import Prediction, Predictor, ServedModel
 from digitops.serving.preprocess import ImageError, header_pixels, preprocess
-from digitops.serving.request_log import RequestLog
+from digitops.serving.recorder import Recorder
+from digitops.store.writer import StoreWriter
 
 logger = logging.getLogger(__name__)
 
@@ -52,6 +54,10 @@ class Answer(BaseModel):
     probabilities: dict[str, float]
     top3: list[dict[str, Any]]
     model_version: str
+    request_id: str | None = Field(
+        description="names this prediction in the request store (for POST /feedback); null "
+        "when the service keeps no store or could not write to it"
+    )
 
 
 class BatchAnswer(BaseModel):
@@ -99,11 +105,12 @@ def _body(single: bool) -> dict[str, Any]:
     }
 
 
-def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI:
-    """The app serving `predictor`; with `request_log`, every prediction is recorded there. A
-    predictor loaded through an alias follows it, checked every `$DIGITOPS_MODEL_REFRESH_S`
-    seconds (default 15)."""
+def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAPI:
+    """The app serving `predictor`; with `store`, every prediction is kept there and can be
+    labeled through /feedback. A predictor loaded through an alias follows it, and live
+    accuracy is read from the store's labels, every `$DIGITOPS_MODEL_REFRESH_S` s (default 15)."""
     served = ServedModel(predictor)
+    recorder = Recorder(store) if store is not None else None
     every = float(os.environ.get(REFRESH_ENV, DEFAULT_REFRESH_S))
 
     @asynccontextmanager
@@ -111,6 +118,8 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         async with anyio.create_task_group() as tasks:
             if served.alias is not None:
                 tasks.start_soon(_follow, served, every)
+            if recorder is not None:
+                tasks.start_soon(_measure, recorder, every)
             yield
             tasks.cancel_scope.cancel()
 
@@ -120,7 +129,6 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         version=predictor.version,
         lifespan=lifespan,
     )
-    log = RequestLog(request_log) if request_log else None
     # Decoding and inference of anything larger than one small image run on worker threads, at
     # most PREDICT_THREADS at a time: the event loop stays free to answer /health and to read
     # other requests while predictions queue. One small image (the common case: a drawn digit)
@@ -132,12 +140,14 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         started = time.perf_counter()
         predictor = served.predictor  # the whole request answers with one version
         batch = np.stack([_preprocess(data, i, len(images)) for i, data in enumerate(images)])
-        predictions = predictor.predict(batch)
-        if log is not None:
-            log.append(batch, predictions, predictor.version)
+        predictions, embeddings = predictor.predict_with_embeddings(batch)
+        ids: list[str | None] = [None] * len(predictions)
+        if recorder is not None:  # kept before the answer goes out: an answered id is stored
+            pixels = (batch * 255).round().astype(np.uint8)  # exact: preprocess gives k/255
+            ids = recorder.record(pixels, images, predictions, embeddings, predictor)
         metrics.LATENCY.observe(time.perf_counter() - started)
         metrics.PREDICTIONS.inc(len(predictions))
-        return [_shape(p, predictor.version) for p in predictions]
+        return [_shape(p, predictor.version, i) for p, i in zip(predictions, ids, strict=True)]
 
     async def answered(images: list[bytes]) -> list[Answer]:
         if len(images) == 1 and (header_pixels(images[0]) or 0) <= INLINE_PIXELS:
@@ -183,6 +193,7 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         content, media_type = metrics.exposition()
         return Response(content, media_type=media_type)
 
+    add_feedback_routes(app, served, recorder)
     page = resources.files("digitops.serving").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)
@@ -190,6 +201,14 @@ def create_app(predictor: Predictor, request_log: Path | None = None) -> FastAPI
         return page
 
     return app
+
+
+async def _measure(recorder: Recorder, every_s: float) -> None:
+    """Keep the live-accuracy gauges current (labels also arrive through other workers, other
+    faces and Label Studio)."""
+    while True:
+        await anyio.to_thread.run_sync(recorder.measure)
+        await anyio.sleep(every_s)
 
 
 async def _follow(served: ServedModel, every_s: float) -> None:
@@ -323,11 +342,12 @@ def _b64(text: str) -> bytes:
         raise ImageError("the image is not valid base64", status=400) from None
 
 
-def _shape(prediction: Prediction, version: str) -> Answer:
+def _shape(prediction: Prediction, version: str, request_id: str | None) -> Answer:
     return Answer(
         digit=prediction.digit,
         confidence=prediction.confidence,
         probabilities=prediction.probabilities,
         top3=prediction.top3,
         model_version=version,
+        request_id=request_id,
     )

@@ -13,6 +13,8 @@
 
 `DIGITOPS_MODEL` is a model directory baked into the image (default `/opt/model`) or an
 `s3://bucket/prefix/` holding `model.onnx` and `model.json`, fetched once per cold start.
+`DIGITOPS_STORE` (e.g. `s3://bucket/store/`) is the request store both kinds of events keep
+their predictions in, as the service does: answers then carry a `request_id`.
 Only what an event needs is imported: boto3 for S3 records, FastAPI and Mangum for HTTP.
 """
 
@@ -28,11 +30,16 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus, urlparse
 
+import numpy as np
+
 from digitops.errors import ModelError
 from digitops.serving.predictor import Predictor, load_predictor
 from digitops.serving.preprocess import ImageError, preprocess
+from digitops.serving.recorder import Recorder
+from digitops.store.writer import StoreWriter
 
 MODEL_ENV = "DIGITOPS_MODEL"
+STORE_ENV = "DIGITOPS_STORE"
 RESULTS_ENV = "DIGITOPS_RESULTS_PREFIX"
 DEFAULT_MODEL = "/opt/model"
 DEFAULT_RESULTS = "results/"
@@ -46,11 +53,18 @@ log.setLevel(logging.INFO)
 class LambdaHandler:
     """Answers S3 and HTTP events with one loaded predictor."""
 
-    def __init__(self, predictor: Predictor, results_prefix: str = DEFAULT_RESULTS) -> None:
+    def __init__(
+        self,
+        predictor: Predictor,
+        results_prefix: str = DEFAULT_RESULTS,
+        store: StoreWriter | None = None,
+    ) -> None:
         if not results_prefix:
             raise ValueError("the results prefix must not be empty: results would re-trigger")
         self.predictor = predictor
         self.results_prefix = results_prefix
+        self.store = store
+        self.recorder = Recorder(store) if store is not None else None
         self._asgi: Any = None  # the service's app behind Mangum, built on the first HTTP event
 
     def __call__(self, event: dict[str, Any], context: Any = None) -> dict[str, Any]:
@@ -86,12 +100,23 @@ class LambdaHandler:
         if obj["ContentLength"] > MAX_OBJECT:
             obj["Body"].close()
             return {"error": f"the object is over {MAX_OBJECT // 2**20} MiB"}
+        data = obj["Body"].read()
         try:
-            image = preprocess(obj["Body"].read())
+            image = preprocess(data)
         except ImageError as exc:
             return {"error": str(exc)}
-        (prediction,) = self.predictor.predict(image[None])
-        return {**asdict(prediction), "model_version": self.predictor.version}
+        predictions, embeddings = self.predictor.predict_with_embeddings(image[None])
+        request_id = None
+        if self.recorder is not None:
+            pixels = (image[None] * 255).round().astype(np.uint8)
+            (request_id,) = self.recorder.record(
+                pixels, [data], predictions, embeddings, self.predictor
+            )
+        return {
+            **asdict(predictions[0]),
+            "model_version": self.predictor.version,
+            "request_id": request_id,
+        }
 
     def _http(self, event: dict[str, Any], context: Any) -> dict[str, Any]:
         if self._asgi is None:
@@ -99,7 +124,7 @@ class LambdaHandler:
 
             from digitops.serving.app import create_app
 
-            self._asgi = Mangum(create_app(self.predictor), lifespan="off")
+            self._asgi = Mangum(create_app(self.predictor, self.store), lifespan="off")
         response: dict[str, Any] = self._asgi(event, context)
         return response
 
@@ -136,7 +161,12 @@ def _default() -> LambdaHandler:
     predictor = load_predictor(str(model_dir(source)))
     if source.startswith("s3://"):
         predictor.source, predictor.name, predictor.version = source, "s3", source
-    return LambdaHandler(predictor, os.environ.get(RESULTS_ENV, DEFAULT_RESULTS))
+    store = os.environ.get(STORE_ENV)
+    return LambdaHandler(
+        predictor,
+        os.environ.get(RESULTS_ENV, DEFAULT_RESULTS),
+        StoreWriter(store, "lambda") if store else None,
+    )
 
 
 def handler(event: dict[str, Any], context: Any = None) -> dict[str, Any]:

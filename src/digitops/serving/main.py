@@ -5,7 +5,8 @@ for containers, configured by the environment:
         python -m digitops.serving.main
 
 `DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`);
-`DIGITOPS_REQUEST_LOG` is where predictions are recorded (unset: not recorded); `HOST`, `PORT`
+`DIGITOPS_STORE` is the request store predictions are kept in (a directory or
+`s3://bucket/prefix`; unset: none, and /feedback answers 404); `HOST`, `PORT`
 and `WORKERS` say where and how many processes. Every way in runs uvicorn with the same limits
 (`digitops.serving.protocol`) and metrics summed over its workers (`digitops.serving.metrics`).
 """
@@ -24,21 +25,28 @@ from fastapi import FastAPI
 from digitops.serving.app import create_app
 from digitops.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from digitops.serving.predictor import load_predictor
+from digitops.store.writer import StoreWriter
 
 MODEL_ENV = "DIGITOPS_MODEL"
-REQUEST_LOG_ENV = "DIGITOPS_REQUEST_LOG"
+STORE_ENV = "DIGITOPS_STORE"
 PROTOCOL = "digitops.serving.protocol:LimitedHttpToolsProtocol"
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 GRACEFUL_SHUTDOWN_S = 10  # requests in flight get this long to finish on SIGTERM
 
 
 def app_from_env() -> FastAPI:
-    """The app for the model and request log the environment names (loaded before serving)."""
+    """The app for the model and store the environment names (loaded before serving)."""
     source = os.environ.get(MODEL_ENV)
     if not source:
         raise SystemExit(f"set {MODEL_ENV} to a model directory or a models:/ URI")
-    log = os.environ.get(REQUEST_LOG_ENV)
-    return create_app(load_predictor(source), Path(log) if log else None)
+    return create_app(load_predictor(source), open_store_writer(os.environ.get(STORE_ENV)))
+
+
+def open_store_writer(uri: str | None) -> StoreWriter | None:
+    """The service's writer for the store at `uri` (a local path resolved), or None."""
+    if not uri:
+        return None
+    return StoreWriter(uri if uri.startswith("s3://") else str(Path(uri).resolve()), "service")
 
 
 def serve(
@@ -46,15 +54,18 @@ def serve(
     host: str,
     port: int,
     workers: int,
-    request_log: Path | None,
+    store: str | None,
     announce: Callable[[str], Any] = print,
 ) -> None:
-    """Run the service with uvicorn (blocks). The model loads first, so a bad one fails here."""
+    """Run the service with uvicorn (blocks). The model and the store open first, so a bad one
+    fails here (`ModelError`, `StoreError`)."""
     import uvicorn
 
     predictor = load_predictor(model)
+    writer = open_store_writer(store)
     announce(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
-    log = request_log.resolve() if request_log is not None else None
+    if writer is not None:
+        announce(f"keeping every prediction in {writer.uri}")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -72,12 +83,12 @@ def serve(
         prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
     try:
         if workers == 1:
-            uvicorn.run(create_app(predictor, log), **options)
+            uvicorn.run(create_app(predictor, writer), **options)
             return
         # Several workers are separate processes: each builds its app from the environment.
         os.environ[MODEL_ENV] = model
-        if log is not None:
-            os.environ[REQUEST_LOG_ENV] = str(log)
+        if writer is not None:
+            os.environ[STORE_ENV] = writer.uri
         uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
     finally:
         if made is not None:
@@ -89,13 +100,12 @@ def main() -> None:
     model = os.environ.get(MODEL_ENV)
     if not model:
         raise SystemExit(f"set {MODEL_ENV} to a model directory or a models:/ URI")
-    log = os.environ.get(REQUEST_LOG_ENV)
     serve(
         model,
         host=os.environ.get("HOST", "0.0.0.0"),  # in a container, every interface is its own
         port=int(os.environ.get("PORT", "8000")),
         workers=int(os.environ.get("WORKERS", "1")),
-        request_log=Path(log) if log else None,
+        store=os.environ.get(STORE_ENV) or None,
     )
 
 

@@ -16,6 +16,7 @@ from prometheus_client import (
     REGISTRY,
     CollectorRegistry,
     Counter,
+    Gauge,
     Histogram,
     generate_latest,
     multiprocess,
@@ -28,8 +29,25 @@ REJECTED = Counter(
     "digitops_rejected_requests", "Requests refused or failed, by HTTP status", ["status"]
 )
 LATENCY = Histogram("digitops_predict_seconds", "Preprocess + inference time per request")
-REQUEST_LOG_FAILURES = Counter(
-    "digitops_request_log_failures", "Predictions answered but not recorded in the request log"
+STORE_FAILURES = Counter(
+    "digitops_store_failures",
+    "Predictions answered but not kept in the request store, by reason",
+    ["reason"],  # error (write failed), full (the store's cap), paused (after an error)
+)
+LABELS = Counter("digitops_labels", "Labels kept through /feedback")
+# Read from the store's labels (whichever worker or face took them), so every worker reports
+# the same value: the most recent one wins when the workers' files are added up.
+LIVE_ACCURACY = Gauge(
+    "digitops_live_accuracy",
+    "Accuracy on labeled production requests, per model version that predicted them",
+    ["model_version"],
+    multiprocess_mode="mostrecent",
+)
+LIVE_LABELED = Gauge(
+    "digitops_live_labeled_requests",
+    "Labeled production requests behind digitops_live_accuracy (few labels: no trend yet)",
+    ["model_version"],
+    multiprocess_mode="mostrecent",
 )
 
 

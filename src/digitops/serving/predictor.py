@@ -16,7 +16,7 @@ from typing import Any
 import numpy as np
 
 from digitops.errors import ModelError
-from digitops.model.artifact import OnnxClassifier, serving_threads
+from digitops.model.artifact import OnnxClassifier, serving_threads, softmax
 
 log = logging.getLogger(__name__)
 
@@ -47,7 +47,14 @@ class Predictor:
 
     def predict(self, images: np.ndarray) -> list[Prediction]:
         """Predictions for an N×28×28 float32 batch in [0, 1]."""
-        return [self._answer(row) for row in self.classifier.probabilities(images)]
+        return self.predict_with_embeddings(images)[0]
+
+    def predict_with_embeddings(
+        self, images: np.ndarray
+    ) -> tuple[list[Prediction], np.ndarray | None]:
+        """Predictions and the model's embeddings (None from a model exported without them)."""
+        logits, embeddings = self.classifier.outputs(images)
+        return [self._answer(row) for row in softmax(logits)], embeddings
 
     def _answer(self, row: np.ndarray) -> Prediction:
         order = np.argsort(row)[::-1]

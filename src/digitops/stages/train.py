@@ -22,6 +22,7 @@ from digitops.data.dataset import Dataset, load_dataset
 from digitops.fileio import atomic_dir
 from digitops.model.artifact import (
     CHECKPOINT,
+    EMBEDDING_NAME,
     INPUT_NAME,
     INPUT_SPEC,
     MODEL_CARD,
@@ -175,7 +176,11 @@ def _model_card(
         architecture="DigitCNN",
         parameters=result.parameters,
         input={"name": INPUT_NAME, "spec": INPUT_SPEC},
-        output={"name": OUTPUT_NAME, "classes": len(dataset.class_names)},
+        output={
+            "name": OUTPUT_NAME,
+            "classes": len(dataset.class_names),
+            "embedding": {"name": EMBEDDING_NAME, "size": 4 * config.model.width},
+        },
         class_names=dataset.class_names,
         normalization={
             "mean": dataset.stats["mean"],

@@ -37,7 +37,13 @@ def test_the_serving_deployment_gets_the_image_and_model():
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env == {
         **ENV,
-        "DIGITOPS_REQUEST_LOG": "/var/log/digitops/requests.jsonl",
+        "DIGITOPS_STORE": "s3://digitops-store/",
+        "AWS_ENDPOINT_URL": "http://minio.mlflow.svc:9000",
+        "AWS_DEFAULT_REGION": "us-east-1",
+        **{  # the MinIO login of the request store
+            key: {"secretKeyRef": {"name": "store-client", "key": key}}
+            for key in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY")
+        },
         "PORT": "8000",
         "WORKERS": "1",
         **{  # the MLflow login, from the secret scripts/cluster-secrets.sh makes

@@ -11,7 +11,7 @@ from digitops.deploy import DeployError, local
 def test_start_fails_fast_and_points_at_the_log_when_the_service_dies(tmp_path):
     config = Config.model_validate(
         {
-            "deploy": {"request_log": str(tmp_path / "requests.jsonl"), "startup_timeout_s": 60},
+            "deploy": {"store": str(tmp_path / "store"), "startup_timeout_s": 60},
             "tracking": {"uri": f"sqlite:///{tmp_path / 'mlflow.db'}"},
         }
     )

@@ -1,0 +1,208 @@
+"""Where the request store's keys live: a local directory (the default) or an S3 prefix.
+
+Both take the same keys (`digitops.store.layout`). A local store appends records to files; S3
+has no append, so there each write is an object of its own. Every failure is a `StoreError`
+naming the store, whichever backend raised it.
+"""
+
+from __future__ import annotations
+
+import errno
+import fcntl
+import os
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from pathlib import Path
+from typing import Any, Protocol
+from urllib.parse import urlparse
+
+from digitops.errors import StoreError
+from digitops.store.layout import FORMAT, MARKER
+
+S3_TIMEOUT_S = 3  # connect and read: an unreachable bucket must not hold a prediction for long
+
+
+class Backend(Protocol):
+    uri: str
+    appends: bool  # whether `append` adds to an existing key (else every write is a new key)
+
+    def ensure(self) -> None: ...
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None: ...
+    def append(self, key: str, data: bytes) -> None: ...
+    def get(self, key: str) -> bytes | None: ...
+    def keys(self, prefix: str) -> list[str]: ...
+    def locked(self, key: str) -> Any: ...
+
+
+def open_backend(uri: str) -> Backend:
+    """The backend of `uri`: `s3://bucket/prefix`, else a local directory."""
+    if uri.startswith("s3://"):
+        return S3Backend(uri)
+    return LocalBackend(Path(uri))
+
+
+def _marker() -> bytes:
+    return f'{{"format": {FORMAT}, "kind": "digitops request store"}}\n'.encode()
+
+
+class LocalBackend:
+    """A directory. Appends are one `write` each on an `O_APPEND` file, so a process killed
+    mid-write leaves a whole record or none; a short write (disk full) is truncated away."""
+
+    appends = True
+
+    def __init__(self, root: Path) -> None:
+        self.root = root.absolute()
+        self.uri = str(self.root)
+
+    def ensure(self) -> None:
+        """Make the store directory (and its marker) if needed; refuse what cannot be one."""
+        try:
+            self.root.mkdir(parents=True, exist_ok=True)
+            if not (self.root / MARKER).is_file():
+                if any(p for p in self.root.iterdir() if not p.name.startswith(".")):
+                    raise StoreError(
+                        f"{self.root}: not a request store (no {MARKER}) and not empty; "
+                        "name an empty or new directory"
+                    )
+                self.put(MARKER, _marker())
+        except OSError as exc:
+            raise StoreError(f"{self.root}: cannot be used as the request store ({exc})") from None
+
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
+        path = self.root / key
+        if not overwrite and path.exists():
+            return
+        path.parent.mkdir(parents=True, exist_ok=True)
+        tmp = path.with_name(f".{path.name}.{os.getpid()}-{threading.get_ident()}.tmp")
+        try:
+            tmp.write_bytes(data)
+            os.replace(tmp, path)
+        except OSError:
+            tmp.unlink(missing_ok=True)
+            raise
+
+    def append(self, key: str, data: bytes) -> None:
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_APPEND | os.O_CREAT, 0o644)
+        try:
+            before = os.fstat(fd).st_size
+            try:
+                written = os.write(fd, data)
+            except OSError:
+                os.ftruncate(fd, before)  # whatever part went in comes out again
+                raise
+            if written != len(data):
+                os.ftruncate(fd, before)
+                raise OSError(errno.ENOSPC, "short write: the disk is full", str(path))
+        finally:
+            os.close(fd)
+
+    def get(self, key: str) -> bytes | None:
+        try:
+            return (self.root / key).read_bytes()
+        except FileNotFoundError:
+            return None
+
+    def keys(self, prefix: str) -> list[str]:
+        base = self.root / prefix.rstrip("/")
+        if not base.is_dir():
+            return []
+        return sorted(
+            str(p.relative_to(self.root))
+            for p in base.rglob("*")
+            if p.is_file() and not p.name.startswith(".")
+        )
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        """An exclusive lock for `key` across processes (a lock file beside it)."""
+        path = self.root / key
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path.with_name(f".{path.name}.lock"), os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX)
+            yield
+        finally:
+            os.close(fd)
+
+
+class S3Backend:
+    """A prefix of an S3 bucket (any S3 endpoint: AWS_ENDPOINT_URL_S3 / AWS_ENDPOINT_URL)."""
+
+    appends = False
+
+    def __init__(self, uri: str) -> None:
+        url = urlparse(uri)
+        if not url.netloc:
+            raise StoreError(f"{uri}: an S3 store is s3://bucket/prefix")
+        self.bucket = url.netloc
+        self.prefix = url.path.strip("/") + "/" if url.path.strip("/") else ""
+        self.uri = f"s3://{self.bucket}/{self.prefix}"
+        self._client: Any = None
+
+    @property
+    def client(self) -> Any:
+        if self._client is None:
+            import boto3
+            from botocore.config import Config
+
+            self._client = boto3.client(
+                "s3",
+                config=Config(
+                    connect_timeout=S3_TIMEOUT_S,
+                    read_timeout=S3_TIMEOUT_S,
+                    retries={"max_attempts": 2, "mode": "standard"},
+                ),
+            )
+        return self._client
+
+    @contextmanager
+    def _errors(self, what: str) -> Iterator[None]:
+        from botocore.exceptions import BotoCoreError, ClientError
+
+        try:
+            yield
+        except (BotoCoreError, ClientError) as exc:
+            raise StoreError(f"{self.uri}: cannot {what} ({exc})") from None
+
+    def ensure(self) -> None:
+        with self._errors("reach the bucket"):
+            self.client.head_bucket(Bucket=self.bucket)
+            if self.get(MARKER) is None:
+                self.put(MARKER, _marker())
+
+    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
+        with self._errors(f"write {key}"):
+            self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
+
+    def append(self, key: str, data: bytes) -> None:
+        raise StoreError(f"{self.uri}: S3 objects cannot be appended to; write a new key")
+
+    def get(self, key: str) -> bytes | None:
+        with self._errors(f"read {key}"):
+            try:
+                body: bytes = self.client.get_object(Bucket=self.bucket, Key=self.prefix + key)[
+                    "Body"
+                ].read()
+            except self.client.exceptions.NoSuchKey:
+                return None
+            return body
+
+    def keys(self, prefix: str) -> list[str]:
+        found: list[str] = []
+        with self._errors(f"list {prefix}"):
+            pages = self.client.get_paginator("list_objects_v2").paginate(
+                Bucket=self.bucket, Prefix=self.prefix + prefix
+            )
+            for page in pages:
+                found += [item["Key"][len(self.prefix) :] for item in page.get("Contents", [])]
+        return sorted(found)
+
+    @contextmanager
+    def locked(self, key: str) -> Iterator[None]:
+        # S3 has no locks: two labels for one request given at the same instant can both land
+        # (readers take the latest; the earlier one stays in the store).
+        yield
