@@ -48,6 +48,7 @@ predictions = FeatureView(
         name="request_store_predictions",
         path="data/predictions.parquet",
         timestamp_field="event_timestamp",
+        created_timestamp_column="created",  # breaks ties within a millisecond
     ),
     online=True,
     description="every prediction the service and the Lambda function made",
@@ -66,6 +67,7 @@ labels = FeatureView(
         name="request_store_labels",
         path="data/labels.parquet",
         timestamp_field="event_timestamp",
+        created_timestamp_column="created",
     ),
     online=True,
     description="labels from /feedback, the web page and Label Studio (latest wins)",

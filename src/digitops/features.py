@@ -94,11 +94,12 @@ def labeled_frame(repo: Path) -> pd.DataFrame:
 
 def prediction_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per prediction: the image, when, by which version, what, and its features."""
-    columns = ["image", "event_timestamp", *PREDICTION_FEATURES, "embedding", *COLUMNS]
+    columns = ["image", "event_timestamp", "created", *PREDICTION_FEATURES, "embedding", *COLUMNS]
     if not records:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame.from_records(records)
     table["event_timestamp"] = _stamp(table["time"])
+    table["created"] = pd.to_datetime(table["time"], unit="s", utc=True)
     table["confidence"] = table["confidence"].astype("float32")
     for name in COLUMNS:
         table[name] = table[name].astype("float32")
@@ -110,11 +111,20 @@ def prediction_table(records: list[dict[str, Any]]) -> pd.DataFrame:
 
 def label_table(labels: list[dict[str, Any]]) -> pd.DataFrame:
     """One row per label given (replaced ones too), stamped with the time it was given."""
-    columns = ["image", "event_timestamp", "label", "labeler", "labeled_request", "request_time"]
+    columns = [
+        "image",
+        "event_timestamp",
+        "created",
+        "label",
+        "labeler",
+        "labeled_request",
+        "request_time",
+    ]
     if not labels:
         return pd.DataFrame(columns=columns)
     table = pd.DataFrame.from_records(labels)
     table["event_timestamp"] = _stamp(table["time"])
+    table["created"] = pd.to_datetime(table["time"], unit="s", utc=True)
     table["request_time"] = _stamp(table["request_time"])
     table = table.rename(columns={"source": "labeler", "request_id": "labeled_request"})
     return table[columns]

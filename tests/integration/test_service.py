@@ -3,6 +3,7 @@
 import base64
 import io
 import json
+import re
 import subprocess
 import sys
 from concurrent.futures import ThreadPoolExecutor
@@ -119,6 +120,7 @@ def test_model_ready_and_prometheus_metrics(service, trained):
 def test_the_store_keeps_every_concurrent_prediction_and_feeds_drift(service, digits):
     url, store = service
     digit = png(digits[0][0])
+    images_before = len(list(store.rglob("images/*/*.png")))
 
     def post(_: int) -> dict:
         response = httpx.post(f"{url}/predict", files={"file": ("d.png", digit)})
@@ -133,7 +135,7 @@ def test_the_store_keeps_every_concurrent_prediction_and_feeds_drift(service, di
     record = records[answers[0]["request_id"]]
     assert {"predicted", "confidence", "model_version", "ink_fraction", "embedding"} <= set(record)
     assert len(record["embedding"]) == 32
-    assert len(list(store.rglob("images/*/*.png"))) < 20  # one image, kept once
+    assert len(list(store.rglob("images/*/*.png"))) <= images_before + 1  # kept once
     assert len(load_current(store)) == len(lines)
 
 
@@ -166,3 +168,41 @@ def test_schemathesis_finds_no_server_error(service, tmp_path: Path):
         cwd=tmp_path,  # schemathesis keeps its state in ./.schemathesis
     )
     assert result.returncode == 0, result.stdout[-4000:]
+
+
+def test_feedback_keeps_a_label_and_refuses_bad_ones_without_changing_the_store(service, digits):
+    url, store = service
+    images, labels = digits
+    with httpx.Client(base_url=url) as client:
+        answer = client.post("/predict", files={"file": ("d.png", png(images[3]))}).json()
+        rid, digit = answer["request_id"], str(labels[3])
+        kept = client.post("/feedback", json={"request_id": rid, "digit": int(digit)})
+        assert kept.status_code == 201, kept.text
+        assert kept.json()["label"] == digit and kept.json()["predicted"] == answer["digit"]
+        before = {p: p.read_bytes() for p in store.rglob("*") if p.is_file()}
+        refusals = [
+            ({"request_id": rid, "digit": digit}, 409, "already labeled"),
+            ({"request_id": "20261202T000000-00000000-0", "digit": "1"}, 404, "no prediction"),
+            ({"request_id": "not-an-id", "digit": "1"}, 404, "not a request id"),
+            ({"request_id": rid, "digit": 10, "replace": True}, 422, "not a class"),
+            ({"request_id": rid, "digit": "seven", "replace": True}, 422, "not a class"),
+            ({"digit": "1"}, 422, "request_id"),
+            ({"request_id": rid, "digit": "1", "colour": "red"}, 422, "colour"),
+            ({"request_id": rid, "digit": "1", "source": "a b"}, 422, "source"),
+        ]
+        for body, status, message in refusals:
+            response = client.post("/feedback", json=body)
+            assert response.status_code == status, (body, response.text)
+            assert message in response.json()["error"], response.json()
+        malformed = client.post(
+            "/feedback", content=b'{"request_id": ', headers={"content-type": "application/json"}
+        )
+        assert malformed.status_code == 400 and "not valid JSON" in malformed.json()["error"]
+        assert client.post("/feedback", content=b"7").status_code == 415
+        half_bad = {"labels": [{"request_id": rid, "digit": "1", "replace": True}, {"x": 1}]}
+        assert client.post("/feedback/batch", json=half_bad).status_code == 422
+        assert {p: p.read_bytes() for p in store.rglob("*") if p.is_file()} == before
+        metrics = client.get("/metrics").text
+    assert re.search(
+        r'^digitops_live_labeled_requests\{model_version="local"\} [1-9]', metrics, re.M
+    )

@@ -194,7 +194,15 @@ class StoreWriter:
                     f"'{correction.request_id}' is labeled twice in one request", {}
                 )
             seen.add(correction.request_id)
-        records = [self.find(c.request_id) for c in corrections]
+        try:
+            records = [self.find(c.request_id) for c in corrections]
+            return self._label(corrections, records)
+        except OSError as exc:  # a read-only or full disk: the caller may retry later
+            raise StoreError(f"{self.uri}: cannot keep the label now ({exc.strerror})") from None
+
+    def _label(
+        self, corrections: Sequence[Correction], records: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
         segments = sorted({split_request_id(c.request_id)[0] for c in corrections})  # type: ignore[index]
         with ExitStack() as locks:  # sorted: two writers cannot deadlock
             for segment in segments:

@@ -1,0 +1,170 @@
+"""The request store under a real 2-worker service when things go wrong: a worker killed in the
+middle of a load, a store that turns read-only, a disk that fills up, a store path that cannot
+be one. Predictions keep flowing (no 5xx), nothing acknowledged is lost, no record is half."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+import psutil
+import pytest
+
+from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
+from digitops.serving.recorder import PAUSE_S
+
+from ..serving_helpers import png, running_service
+
+pytestmark = [pytest.mark.integration, pytest.mark.slow]
+
+
+@pytest.fixture(scope="module")
+def uploads() -> list[bytes]:
+    return [png(image) for image in load_idx_dir(BUNDLED_MNIST).test_images[:400]]
+
+
+def workers_of(url: str) -> list[psutil.Process]:
+    """The uvicorn worker processes of the service listening at `url`."""
+    port = url.rsplit(":", 1)[1]
+    (server,) = [
+        p
+        for p in psutil.process_iter(["cmdline"])
+        if "serve" in (p.info["cmdline"] or []) and port in (p.info["cmdline"] or [])
+    ]
+    return [c for c in server.children() if "spawn_main" in " ".join(c.cmdline())]
+
+
+def stored(store: Path) -> dict[str, dict]:
+    """Every record in the store by request id; fails on any line that is not whole."""
+    records = {}
+    for segment in sorted(store.glob("records/*/*.jsonl")):
+        for line in segment.read_text().splitlines():
+            record = json.loads(line)  # a half record would raise here
+            records[record["request_id"]] = record
+    return records
+
+
+def failures(url: str) -> float:
+    text = httpx.get(f"{url}/metrics").text
+    found = re.findall(r'^digitops_store_failures_total\{reason="\w+"\} (\S+)', text, re.M)
+    return sum(float(v) for v in found)
+
+
+def test_killing_a_worker_mid_load_loses_no_acknowledged_record(tmp_path, trained, uploads):
+    store = tmp_path / "store"
+    with running_service(
+        trained.model_dir, tmp_path, "--workers", "2", "--store", str(store)
+    ) as url:
+        victim = workers_of(url)[0]
+        answered: list[str] = []
+        statuses: list[int] = []
+        killed = threading.Event()
+
+        def post(i: int) -> None:
+            try:
+                response = httpx.post(f"{url}/predict", files={"file": ("d.png", uploads[i])})
+            except httpx.TransportError:
+                return  # in flight on the killed worker: never acknowledged
+            statuses.append(response.status_code)
+            if response.status_code == 200:
+                answered.append(response.json()["request_id"])
+                if len(answered) == 100 and not killed.is_set():
+                    killed.set()
+                    os.kill(victim.pid, signal.SIGKILL)
+
+        with ThreadPoolExecutor(8) as pool:
+            list(pool.map(post, range(400)))
+        assert killed.is_set() and not victim.is_running()
+    assert set(statuses) == {200}
+    records = stored(store)
+    assert len(answered) > 300 and set(answered) <= set(records)
+    for rid in answered:
+        assert (store / "images" / records[rid]["image"][:2]).is_dir()
+
+
+@pytest.fixture
+def disk(tmp_path: Path):
+    """A small tmpfs of our own: a disk that can really fill up or turn read-only."""
+    mount = tmp_path / "disk"
+    mount.mkdir()
+    done = subprocess.run(["mount", "-t", "tmpfs", "-o", "size=192k", "tmpfs", str(mount)])
+    if done.returncode != 0:
+        pytest.skip("mounting a tmpfs needs root (CAP_SYS_ADMIN)")
+    yield mount
+    subprocess.run(["umount", "-l", str(mount)], check=False)
+
+
+def snapshot(root: Path) -> dict[str, bytes]:
+    return {str(p.relative_to(root)): p.read_bytes() for p in root.rglob("*") if p.is_file()}
+
+
+def test_a_read_only_store_keeps_predictions_flowing(disk: Path, trained, uploads):
+    store = disk / "store"
+    with (
+        running_service(
+            trained.model_dir, disk.parent, "--workers", "2", "--store", str(store)
+        ) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        kept = [client.post("/predict", files={"file": ("d.png", u)}).json() for u in uploads[:10]]
+        assert all(a["request_id"] for a in kept)
+        before = snapshot(store)
+        subprocess.run(["mount", "-o", "remount,ro", str(disk)], check=True)
+        try:
+            answers = [
+                client.post("/predict", files={"file": ("d.png", u)}) for u in uploads[10:40]
+            ]
+            assert {a.status_code for a in answers} == {200}
+            assert all(a.json()["request_id"] is None and a.json()["digit"] for a in answers)
+            assert failures(url) == 30
+            label = {"request_id": kept[0]["request_id"], "digit": "7"}
+            refused = client.post("/feedback", json=label)
+            assert refused.status_code == 503 and "error" in refused.json()
+        finally:
+            subprocess.run(["mount", "-o", "remount,rw", str(disk)], check=True)
+        assert snapshot(store) == before  # nothing already stored changed
+        time.sleep(PAUSE_S + 0.5)  # the pause after a failure runs out
+        back = client.post("/predict", files={"file": ("d.png", uploads[40])}).json()
+        assert back["request_id"] in stored(store)
+
+
+def test_a_full_disk_keeps_predictions_flowing_and_leaves_no_half_record(
+    disk: Path, trained, uploads
+):
+    store = disk / "store"
+    with (
+        running_service(
+            trained.model_dir, disk.parent, "--workers", "2", "--store", str(store)
+        ) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        answers = [client.post("/predict", files={"file": ("d.png", u)}) for u in uploads[:150]]
+        assert {a.status_code for a in answers} == {200}
+        ids = [a.json()["request_id"] for a in answers]
+        assert failures(url) == ids.count(None) > 0  # the disk filled up
+    records = stored(store)
+    assert {i for i in ids if i} <= set(records)
+
+
+def test_a_store_path_that_cannot_be_made_is_exit_code_2(tmp_path: Path, trained):
+    blocker = tmp_path / "a-file"
+    blocker.write_text("keep me")
+    serve = [sys.executable, "-m", "digitops.cli", "serve", "--model", str(trained.model_dir)]
+    done = subprocess.run(
+        [*serve, "--store", str(blocker / "store"), "--port", "0"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+    )
+    assert done.returncode == 2
+    assert (
+        done.stderr.startswith("error: ") and "cannot be used as the request store" in done.stderr
+    )
+    assert "Traceback" not in done.stderr and blocker.read_text() == "keep me"
