@@ -147,7 +147,11 @@ def test_http_events_answer_like_the_service(handler, trained, digits, tmp_path)
         httpx.Request("GET", "/model"),
         httpx.Request("GET", "/health"),
     ]
-    with running_service(trained.model_dir, tmp_path) as url, httpx.Client(base_url=url) as http:
+    # No store on either side: the answers must be equal, request ids included (both null).
+    with (
+        running_service(trained.model_dir, tmp_path, "--store", "") as url,
+        httpx.Client(base_url=url) as http,
+    ):
         for request in requests:
             body = request.read()
             kind = request.headers.get("content-type")
