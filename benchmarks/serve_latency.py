@@ -49,7 +49,7 @@ def main() -> None:
         "digitops": lambda port: [
             *(sys.executable, "-m", "digitops.cli", "serve", "--model", args.model),
             *("--port", str(port), "--workers", str(args.workers)),
-            *("--request-log", str(Path(tempfile.mkdtemp()) / "requests.jsonl")),
+            *("--store", str(Path(tempfile.mkdtemp()) / "store")),
         ],
         "litserve": lambda port: [
             sys.executable,

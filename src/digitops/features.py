@@ -23,7 +23,8 @@ import pandas as pd
 
 from digitops.data.descriptors import COLUMNS
 from digitops.errors import StoreError
-from digitops.store.reader import open_store, read_lines
+from digitops.store.layout import decode_embedding
+from digitops.store.reader import open_store, read_lines, with_descriptors
 
 DEFAULT_REPO = Path("feature_repo")
 PREDICTIONS = Path("data/predictions.parquet")
@@ -44,7 +45,7 @@ def export(store: str, repo: Path) -> Exported:
     """Write the store's records and labels as the repository's Parquet sources."""
     _check_repo(repo)
     backend = open_store(store)
-    records = read_lines(backend, "records/")
+    records = with_descriptors(backend, read_lines(backend, "records/"))
     labels = read_lines(backend, "labels/")
     _write(prediction_table(records), repo / PREDICTIONS)
     _write(label_table(labels), repo / LABELS)
@@ -103,8 +104,10 @@ def prediction_table(records: list[dict[str, Any]]) -> pd.DataFrame:
     table["confidence"] = table["confidence"].astype("float32")
     for name in COLUMNS:
         table[name] = table[name].astype("float32")
-    if "embedding" not in table:
-        table["embedding"] = None
+    table["embedding"] = [
+        decode_embedding(e).tolist() if isinstance(e, str) else None
+        for e in table.get("embedding", [None] * len(table))
+    ]
     table["model_version"] = table["model_version"].astype(str)
     return table[columns]
 

@@ -19,7 +19,7 @@ from digitops.serving.aws_lambda import LambdaHandler
 from digitops.serving.predictor import load_predictor
 from digitops.serving.preprocess import preprocess
 from digitops.store.layout import image_hash
-from digitops.store.reader import open_store, read_lines
+from digitops.store.reader import open_store, read_blob, read_lines
 from digitops.store.writer import StoreWriter
 
 from ..integration.test_cli import run_cli
@@ -140,7 +140,8 @@ def test_200_predictions_and_60_corrections_become_a_dataset_and_a_model(loop, t
     expected = {}
     for entry in given:
         record = records[entry["request_id"]]
-        upload, true_digit = by_sha[record["original"].split("/")[-1].split(".")[0]]
+        upload, true_digit = by_sha[record["original"]]
+        assert read_blob(open_store(STORE), record["original_at"]) == upload  # kept as sent
         pixels = (preprocess(upload) * 255).round().astype(np.uint8)
         assert image_hash(pixels) == record["image"]
         expected[record["image"]] = (pixels.tobytes(), true_digit)

@@ -19,6 +19,8 @@ import pytest
 
 from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
 from digitops.serving.recorder import PAUSE_S
+from digitops.store.layout import image_from_bytes, image_hash
+from digitops.store.reader import open_store, read_blob
 
 from ..serving_helpers import png, running_service
 
@@ -85,8 +87,10 @@ def test_killing_a_worker_mid_load_loses_no_acknowledged_record(tmp_path, traine
     assert set(statuses) == {200}
     records = stored(store)
     assert len(answered) > 300 and set(answered) <= set(records)
-    for rid in answered:
-        assert (store / "images" / records[rid]["image"][:2]).is_dir()
+    backend = open_store(str(store))
+    for rid in answered:  # every acknowledged record's image is whole
+        image = image_from_bytes(read_blob(backend, records[rid]["image_at"]))
+        assert image_hash(image) == records[rid]["image"]
 
 
 @pytest.fixture
@@ -151,6 +155,10 @@ def test_a_full_disk_keeps_predictions_flowing_and_leaves_no_half_record(
         assert failures(url) == ids.count(None) > 0  # the disk filled up
     records = stored(store)
     assert {i for i in ids if i} <= set(records)
+    backend = open_store(str(store))
+    for rid in filter(None, ids):
+        image = image_from_bytes(read_blob(backend, records[rid]["image_at"]))
+        assert image_hash(image) == records[rid]["image"]
 
 
 def test_a_store_path_that_cannot_be_made_is_exit_code_2(tmp_path: Path, trained):

@@ -15,6 +15,7 @@ from PIL import Image
 
 from digitops.data.current import load_current
 from digitops.data.dataset import load_dataset
+from digitops.store.layout import decode_embedding
 
 from ..integration.test_cli import run_cli
 from ..serving_helpers import png, running_service
@@ -120,7 +121,7 @@ def test_model_ready_and_prometheus_metrics(service, trained):
 def test_the_store_keeps_every_concurrent_prediction_and_feeds_drift(service, digits):
     url, store = service
     digit = png(digits[0][0])
-    images_before = len(list(store.rglob("images/*/*.png")))
+    blobs_before = sum(p.stat().st_size for p in store.rglob("blobs/*/*.pack"))
 
     def post(_: int) -> dict:
         response = httpx.post(f"{url}/predict", files={"file": ("d.png", digit)})
@@ -133,10 +134,12 @@ def test_the_store_keeps_every_concurrent_prediction_and_feeds_drift(service, di
     records = {r["request_id"]: r for r in map(json.loads, lines)}  # every line whole
     assert {a["request_id"] for a in answers} <= set(records)
     record = records[answers[0]["request_id"]]
-    assert {"predicted", "confidence", "model_version", "ink_fraction", "embedding"} <= set(record)
-    assert len(record["embedding"]) == 32
-    assert len(list(store.rglob("images/*/*.png"))) <= images_before + 1  # kept once
-    assert len(load_current(store)) == len(lines)
+    assert {"predicted", "confidence", "model_version", "image_at", "embedding"} <= set(record)
+    assert len(decode_embedding(record["embedding"])) == 32
+    blobs = sum(p.stat().st_size for p in store.rglob("blobs/*/*.pack"))
+    assert blobs - blobs_before < 2 * (len(digit) + 1000)  # one image, kept once per worker
+    current = load_current(store)  # drift reads the store: descriptors from the kept images
+    assert len(current) == len(lines) and current.table["ink_fraction"].notna().all()
 
 
 def test_predict_command_locally_and_against_the_service(service, digits, trained, tmp_path):

@@ -49,9 +49,7 @@ def load_current(source: str | Path) -> Current:
     if not path.exists():
         raise DataError(f"{path}: current data not found")
     if path.is_dir() and (path / MARKER).is_file():
-        files = sorted((path / "records").rglob("*.jsonl"))
-        table = pd.concat([_read_log(f) for f in files], ignore_index=True) if files else None
-        return _checked(Current(str(path), "request store", table=table))
+        return _checked(Current(str(path), "request store", table=_read_store(path)))
     if path.is_dir() and (path / MANIFEST).is_file():
         images = load_dataset(path).split("test").images
         return _checked(Current(str(path), "dataset test split", images=images))
@@ -91,6 +89,18 @@ def _request_logs(root: Path) -> list[Path]:
         for p in root.iterdir()
         if p.is_file() and p.suffix.lower() in REQUEST_LOG_SUFFIXES and not is_hidden(p, root)
     )
+
+
+def _read_store(root: Path) -> pd.DataFrame:
+    """The store's records with their images' descriptors."""
+    from digitops.errors import StoreError
+    from digitops.store.reader import open_store, read_lines, with_descriptors
+
+    try:
+        backend = open_store(str(root))
+        return pd.DataFrame.from_records(with_descriptors(backend, read_lines(backend, "records/")))
+    except StoreError as exc:
+        raise DataError(str(exc)) from None
 
 
 def _read_log(path: Path) -> pd.DataFrame:

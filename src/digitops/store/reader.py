@@ -16,7 +16,7 @@ import numpy as np
 
 from digitops.errors import StoreError
 from digitops.store.backends import Backend, open_backend
-from digitops.store.layout import MARKER, decode_png, image_key
+from digitops.store.layout import MARKER, image_from_bytes, parse_location
 
 log = logging.getLogger(__name__)
 
@@ -52,6 +52,30 @@ def read_lines(backend: Backend, prefix: str) -> list[dict[str, Any]]:
     if bad:
         log.warning("%s: skipped %d line(s) that are not whole records", backend.uri, bad)
     return found
+
+
+def read_blob(backend: Backend, at: str) -> bytes:
+    """The bytes an `image_at` / `original_at` location names."""
+    key, offset, length = parse_location(at)
+    return backend.get_range(key, offset, length)
+
+
+def with_descriptors(backend: Backend, records: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """`records` with the descriptors of their images (`digitops.data.descriptors`), computed
+    once per image for all of them at once."""
+    from digitops.data.descriptors import describe
+
+    where = {record["image"]: record["image_at"] for record in records}
+    digests = sorted(where)
+    images = [image_from_bytes(read_blob(backend, where[digest])) for digest in digests]
+    if not images:
+        return records
+    values = describe(np.stack(images))
+    row = {digest: i for i, digest in enumerate(digests)}
+    return [
+        record | {name: float(column[row[record["image"]]]) for name, column in values.items()}
+        for record in records
+    ]
 
 
 def labels_in_force(labels: list[dict[str, Any]]) -> dict[str, dict[str, Any]]:
@@ -116,10 +140,12 @@ def labeled_images(uri: str) -> LabeledImages:
     entries = sorted(by_image.values(), key=_order)
     images = []
     for entry in entries:
-        data = backend.get(image_key(entry["image"]))
-        if data is None:
-            raise StoreError(f"{uri}: image {entry['image']} of {entry['request_id']} is missing")
-        images.append(decode_png(data))
+        try:
+            images.append(image_from_bytes(read_blob(backend, entry["image_at"])))
+        except (OSError, ValueError) as exc:
+            raise StoreError(
+                f"{uri}: the image of {entry['request_id']} is unreadable ({exc})"
+            ) from None
     return LabeledImages(
         images=np.stack(images) if images else np.zeros((0, 28, 28), np.uint8),
         labels=[e["label"] for e in entries],

@@ -1,7 +1,11 @@
 """Writing the request store: a record per prediction, a label per correction.
 
 Images go in before the record that names them, and a record is one append (or one object), so
-a reader never finds a record whose image is missing or half a record. A record that is
+a reader never finds a record whose image is missing or half a record. A record holds what
+only the moment of prediction knows (time, version, answer, embedding); what follows from the
+image alone, its descriptors, the reader computes from the kept image, for many at once
+(`digitops.store.reader.with_descriptors`): per request they would cost more than the rest of
+the record together. A record that is
 acknowledged (its request id returned) is on disk or in S3: the service answers after `record`.
 Callers on the prediction path catch `StoreError` and `OSError`: a store that fails never fails
 a prediction (`digitops.serving.app` counts it and answers anyway).
@@ -9,6 +13,7 @@ a prediction (`digitops.serving.app` counts it and answers anyway).
 
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import threading
@@ -16,23 +21,24 @@ import time
 from collections.abc import Sequence
 from contextlib import ExitStack, suppress
 from dataclasses import dataclass
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any
 
 import numpy as np
 
-from digitops.data.descriptors import describe
 from digitops.errors import StoreError
 from digitops.store.backends import Backend, open_backend
 from digitops.store.layout import (
     MAX_ORIGINAL,
-    encode_png,
+    encode_embedding,
+    image_bytes,
     image_hash,
-    image_key,
+    kind_of,
     labels_key,
     labels_prefix,
+    location,
     new_segment,
-    original_key,
+    pack_key,
     records_key,
     request_id,
     split_request_id,
@@ -41,7 +47,7 @@ from digitops.store.layout import (
 SEGMENT_BYTES = 16 * 2**20  # a local records file rolls over at this size (and every day)
 CAP_BYTES = 20 * 2**30  # a local store takes no new requests past this size (nothing is deleted)
 RESCAN_S = 300.0  # how often a writer re-measures the store's size (other writers add to it)
-_KNOWN_IMAGES = 100_000  # image keys a writer remembers having written
+_KNOWN_IMAGES = 100_000  # images and uploads a writer remembers having kept
 
 
 class UnknownRequest(StoreError):
@@ -90,10 +96,11 @@ class StoreWriter:
         self.cap_bytes = cap_bytes
         self.segment_bytes = segment_bytes
         self._lock = threading.Lock()
-        self._segment: tuple[str, int] | None = None  # (name, pid that opened it)
+        self._segment: tuple[str, int, float] | None = None  # (name, pid, end of its UTC day)
         self._next = 0
         self._segment_bytes = 0
-        self._known: set[str] = set()
+        self._pack_bytes = 0  # the current segment's pack size: where the next blob goes
+        self._known: dict[str, str] = {}  # sha256 -> where this writer kept those bytes
         self._used: int | None = None
         self._measured_at = 0.0
 
@@ -114,41 +121,59 @@ class StoreWriter:
         `predictions`: `digitops.serving.predictor.Prediction`s); returns their request ids."""
         self._check_cap()
         now = time.time()
-        lines, written = [], 0
-        segment, first = self._reserve(len(images), now)
-        descriptors = describe(images)
-        for i, (image, upload, prediction) in enumerate(
-            zip(images, uploads, predictions, strict=True)
-        ):
-            digest = image_hash(image)
-            written += self._put_once(image_key(digest), lambda image=image: encode_png(image))
-            original = original_key(upload) if len(upload) <= MAX_ORIGINAL else None
-            if original is not None:
-                written += self._put_once(original, lambda upload=upload: upload)
-            record: dict[str, Any] = {
-                "request_id": request_id(segment, first + i),
-                "time": now,
-                "source": self.source,
-                "model_name": model_name,
-                "model_version": model_version,
-                "predicted": prediction.digit,
-                "confidence": prediction.confidence,
-                "top3": prediction.top3,
-                "image": digest,
-                "original": original,
-                "upload_bytes": len(upload),
-            }
-            record |= {name: float(values[i]) for name, values in descriptors.items()}
-            if embeddings is not None:
-                record["embedding"] = np.round(embeddings[i], 5).tolist()
-            lines.append(json.dumps(record))
-        data = ("\n".join(lines) + "\n").encode()
-        if self.backend.appends:
-            self.backend.append(records_key(segment), data)
-        else:
-            self.backend.put(records_key(segment), data)
-        self._count(written + len(data))
+        with self._lock:  # one writer's appends go in order: offsets in its pack are its own
+            segment, first = self._reserve(len(images), now)
+            pack = _Pack(segment, self._pack_bytes, self._known)
+            lines = []
+            for i, (image, upload, prediction) in enumerate(
+                zip(images, uploads, predictions, strict=True)
+            ):
+                digest = image_hash(image)
+                record: dict[str, Any] = {
+                    "request_id": request_id(segment, first + i),
+                    "time": now,
+                    "source": self.source,
+                    "model_name": model_name,
+                    "model_version": model_version,
+                    "predicted": prediction.digit,
+                    "confidence": prediction.confidence,
+                    "top3": prediction.top3,
+                    "image": digest,
+                    "image_at": pack.add(digest, lambda image=image: image_bytes(image)),
+                    "original": None,
+                    "original_at": None,
+                    "upload_bytes": len(upload),
+                    "upload_type": kind_of(upload),
+                }
+                if len(upload) <= MAX_ORIGINAL:
+                    sha = hashlib.sha256(upload).hexdigest()
+                    record["original"] = sha
+                    record["original_at"] = pack.add(sha, lambda upload=upload: upload)
+                if embeddings is not None:
+                    record["embedding"] = encode_embedding(embeddings[i])
+                lines.append(json.dumps(record))
+            data = ("\n".join(lines) + "\n").encode()
+            try:
+                if pack.data:  # the images first: a record never names bytes not yet written
+                    self._write(pack_key(segment), bytes(pack.data))
+                self._write(records_key(segment), data)
+            except BaseException:
+                self._segment = None  # start a fresh segment: offsets stay exact
+                raise
+            self._pack_bytes += len(pack.data)
+            self._segment_bytes += len(pack.data) + len(data)
+            if len(self._known) + len(pack.new) > _KNOWN_IMAGES:
+                self._known.clear()
+            self._known.update(pack.new)
+            if self._used is not None:
+                self._used += len(pack.data) + len(data)
         return [request_id(segment, first + i) for i in range(len(images))]
+
+    def _write(self, key: str, data: bytes) -> None:
+        if self.backend.appends:
+            self.backend.append(key, data)
+        else:
+            self.backend.put(key, data)
 
     def find(self, rid: str) -> dict[str, Any]:
         """The record of request `rid`; `UnknownRequest` when the store has none."""
@@ -220,6 +245,7 @@ class StoreWriter:
                     {
                         "request_id": correction.request_id,
                         "image": record["image"],
+                        "image_at": record["image_at"],
                         "label": correction.label,
                         "source": correction.source,
                         "time": time.time(),
@@ -244,41 +270,22 @@ class StoreWriter:
 
     def _reserve(self, count: int, now: float) -> tuple[str, int]:
         """The segment and first number for `count` new records (a local segment rolls over by
-        size, day or process; on S3 every call is a segment of its own)."""
-        with self._lock:
-            day = datetime.fromtimestamp(now, UTC)
-            if (
-                not self.backend.appends
-                or self._segment is None
-                or self._segment[1] != os.getpid()
-                or self._segment_bytes >= self.segment_bytes
-                or not self._segment[0].startswith(f"{day:%Y%m%d}")
-            ):
-                self._segment, self._next, self._segment_bytes = (
-                    (new_segment(day), os.getpid()),
-                    0,
-                    0,
-                )
-            first = self._next
-            self._next += count
-            return self._segment[0], first
-
-    def _put_once(self, key: str, data: Any) -> int:
-        """Write a content-addressed key unless it is known to be there; bytes written."""
-        if key in self._known:
-            return 0
-        payload: bytes = data()
-        self.backend.put(key, payload, overwrite=False)
-        if len(self._known) >= _KNOWN_IMAGES:
-            self._known.clear()
-        self._known.add(key)
-        return len(payload)
-
-    def _count(self, size: int) -> None:
-        with self._lock:
-            self._segment_bytes += size
-            if self._used is not None:
-                self._used += size
+        size, day or process; on S3 every call is a segment of its own). Under `_lock`."""
+        if (
+            not self.backend.appends
+            or self._segment is None
+            or self._segment[1] != os.getpid()
+            or self._segment_bytes >= self.segment_bytes
+            or now >= self._segment[2]
+        ):
+            start = datetime.fromtimestamp(now, UTC)
+            midnight = start.replace(hour=0, minute=0, second=0, microsecond=0)
+            day_ends = (midnight + timedelta(days=1)).timestamp()
+            self._segment = (new_segment(start), os.getpid(), day_ends)
+            self._next = self._segment_bytes = self._pack_bytes = 0
+        first = self._next
+        self._next += count
+        return self._segment[0], first
 
     def _check_cap(self) -> None:
         """`StoreFull` once a local store holds `cap_bytes` (S3 has no cap of ours: its
@@ -303,3 +310,23 @@ def _size_of(root: str) -> int:
             with suppress(OSError):  # a file renamed away while we walk
                 total += os.stat(os.path.join(folder, name)).st_size
     return total
+
+
+class _Pack:
+    """The blobs one `record` call adds to its segment's pack: each new one appended, a known
+    one (kept before by this writer) pointed at where it already is."""
+
+    def __init__(self, segment: str, offset: int, known: dict[str, str]) -> None:
+        self.segment, self.offset, self.known = segment, offset, known
+        self.data = bytearray()
+        self.new: dict[str, str] = {}
+
+    def add(self, digest: str, content: Any) -> str:
+        """Where the bytes of `digest` are (`content()` makes them when they are new)."""
+        if (at := self.known.get(digest) or self.new.get(digest)) is not None:
+            return at
+        payload: bytes = content()
+        at = location(self.segment, self.offset + len(self.data), len(payload))
+        self.data += payload
+        self.new[digest] = at
+        return at

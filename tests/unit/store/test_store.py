@@ -12,13 +12,19 @@ import pytest
 from digitops.data.current import load_current
 from digitops.errors import StoreError
 from digitops.serving.predictor import Prediction
-from digitops.store.layout import decode_png, image_hash, image_key, split_request_id
+from digitops.store.layout import (
+    decode_embedding,
+    image_from_bytes,
+    image_hash,
+    split_request_id,
+)
 from digitops.store.reader import (
     LiveAccuracy,
     labeled_images,
     labels_in_force,
     live_accuracy,
     open_store,
+    read_blob,
     read_lines,
 )
 from digitops.store.writer import (
@@ -82,9 +88,11 @@ def test_four_writers_roll_segments_without_losing_or_splitting_a_record(tmp_pat
     assert len(segments) > 4, "segments rolled over by size"
     records = [json.loads(line) for s in segments for line in s.read_text().splitlines()]
     assert len(records) == 400 and len({r["request_id"] for r in records}) == 400
-    for record in records[:50]:
-        image = decode_png((tmp_path / "store" / image_key(record["image"])).read_bytes())
+    backend = open_store(uri)
+    for record in records:
+        image = image_from_bytes(read_blob(backend, record["image_at"]))
         assert image_hash(image) == record["image"]  # the image is there, pixel-exact
+        assert read_blob(backend, record["original_at"]).startswith(b"upload ")
     assert len(load_current(tmp_path / "store")) == 400  # drift reads the store
 
 
@@ -94,7 +102,10 @@ def test_a_record_is_found_by_its_request_id_and_names_its_image(tmp_path: Path)
     ids = keep(writer, images)
     record = writer.find(ids[1])
     assert record["image"] == image_hash(images[1]) and record["model_version"] == "1"
-    assert len(record["embedding"]) == 32 and record["original"].startswith("originals/")
+    assert len(decode_embedding(record["embedding"])) == 32 and record["upload_type"] == ".bin"
+    (again,) = keep(writer, images[1:2])  # the same image (its upload is "upload 0"): kept once
+    assert writer.find(again)["image_at"] == record["image_at"]
+    assert writer.find(again)["original_at"] == writer.find(ids[0])["original_at"]
     with pytest.raises(UnknownRequest):
         writer.find(f"{split_request_id(ids[0])[0]}-99")
     with pytest.raises(UnknownRequest, match="not a request id"):
