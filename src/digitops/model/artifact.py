@@ -35,6 +35,9 @@ class CardDataset(BaseModel):
     version: str
     path: str
     sizes: dict[str, int]
+    # With production data (`prepare --source <request store>`): the store, how many labeled
+    # requests, and the sha256 of the dataset's records.json that names each of them.
+    production: dict[str, Any] | None = None
 
 
 class CardMetrics(BaseModel):

@@ -150,6 +150,7 @@ def _lineage(
 ) -> dict[str, str]:
     return {
         "dataset_version": card.dataset.version,
+        "production_data": _production_data(card),
         "test_accuracy": f"{evaluation.test_accuracy:.6f}",
         "test_macro_f1": f"{evaluation.test_macro_f1:.6f}",
         "val_accuracy": f"{card.metrics.val_accuracy:.6f}",
@@ -160,6 +161,18 @@ def _lineage(
         "pipeline_run": pipeline_run,
         "mlflow_run_id": card.mlflow_run_id or "",
     }
+
+
+def _production_data(card: ModelCard) -> str:
+    """What production data the version learned from, in one tag: the labeled requests of a
+    store, named one by one in the training run's dataset/records.json."""
+    production = card.dataset.production
+    if not production:
+        return "none"
+    return (
+        f"{production['images']} labeled requests from {production['store']} "
+        f"(records.json sha256 {production['records_sha256'][:12]}, in the training run)"
+    )
 
 
 def _source_commit() -> str:

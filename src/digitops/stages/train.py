@@ -18,7 +18,7 @@ from typing import Any
 from digitops import __version__
 from digitops.config import Config, apply_params
 from digitops.data.augment import build_augmentation
-from digitops.data.dataset import Dataset, load_dataset
+from digitops.data.dataset import RECORDS, Dataset, load_dataset
 from digitops.fileio import atomic_dir
 from digitops.model.artifact import (
     CHECKPOINT,
@@ -81,6 +81,9 @@ def run(
         mlflow.log_input(_mlflow_dataset(dataset), context="training")
         if params:
             mlflow.set_tag("tuned_params", ", ".join(f"{k}={v}" for k, v in params.items()))
+        if (production := _production(dataset)) is not None:
+            mlflow.set_tags({f"dataset_production_{k}": v for k, v in production.items()})
+            mlflow.log_artifact(str(dataset.root / RECORDS), artifact_path="dataset")
         result = _train(config, dataset, augment_spec, out_dir, run_id=run_id)
         mlflow.log_artifacts(str(out_dir), artifact_path="model")
     return result
@@ -165,6 +168,18 @@ def _logger(config: Config, run_id: str | None) -> Any:
     return MLFlowLogger(tracking_uri=tracking_uri(config.tracking), run_id=run_id)
 
 
+def _production(dataset: Dataset) -> dict[str, Any] | None:
+    """Which production data the dataset holds (None: none)."""
+    source = dataset.manifest.get("source", {})
+    if "store" not in source:
+        return None
+    return {
+        "store": source["store"],
+        "images": source["production_images"],
+        "records_sha256": dataset.manifest["files"][RECORDS]["sha256"],
+    }
+
+
 def _model_card(
     config: Config,
     dataset: Dataset,
@@ -197,6 +212,7 @@ def _model_card(
             version=dataset.version,
             path=str(dataset.root.resolve()),
             sizes=dataset.manifest["sizes"],
+            production=_production(dataset),
         ),
         metrics=CardMetrics(
             val_accuracy=result.val_accuracy,
