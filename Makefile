@@ -95,6 +95,7 @@ format: install
 bench: install
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/serve_latency.py
+	$(BIN)/python benchmarks/store_overhead.py
 	$(BIN)/python benchmarks/lambda_cold_start.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build): every extra,

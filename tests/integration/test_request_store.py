@@ -176,3 +176,21 @@ def test_a_store_path_that_cannot_be_made_is_exit_code_2(tmp_path: Path, trained
         done.stderr.startswith("error: ") and "cannot be used as the request store" in done.stderr
     )
     assert "Traceback" not in done.stderr and blocker.read_text() == "keep me"
+
+
+def test_store_commands_refuse_what_is_not_a_store_with_exit_code_2(tmp_path: Path):
+    from ..integration.test_cli import run_cli
+
+    photos = tmp_path / "photos"
+    photos.mkdir()
+    (photos / "cat.jpg").write_bytes(b"\xff\xd8\xff not really")
+    for command in (
+        ("store", "accuracy", "--store", str(photos)),
+        ("features", "apply", "--store", str(photos), "--repo", str(tmp_path / "repo")),
+        ("store", "accuracy", "--store", str(tmp_path / "nowhere")),
+    ):
+        done = run_cli(*command, cwd=tmp_path)
+        assert done.returncode == 2, (command, done.stderr)
+        assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
+    assert [p.name for p in photos.iterdir()] == ["cat.jpg"]
+    assert not (tmp_path / "nowhere").exists()

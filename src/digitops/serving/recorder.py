@@ -11,6 +11,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Sequence
+from typing import Any
 
 import numpy as np
 
@@ -33,6 +34,7 @@ class Recorder:
         self.store = store
         self._warned_at = -WARN_EVERY_S
         self._paused_until = 0.0
+        self._labels_seen: dict[str, list[dict[str, Any]]] = {}  # S3 label objects read
 
     def record(
         self,
@@ -63,7 +65,7 @@ class Recorder:
     def measure(self) -> None:
         """Export live accuracy per model version from the store's labels (all faces')."""
         try:
-            labels = read_lines(self.store.backend, "labels/")
+            labels = read_lines(self.store.backend, "labels/", self._labels_seen)
         except (StoreError, OSError) as exc:
             log.warning("%s: cannot read labels for live accuracy (%s)", self.store.uri, exc)
             return

@@ -31,10 +31,24 @@ def open_store(uri: str) -> Backend:
     return backend
 
 
-def read_lines(backend: Backend, prefix: str) -> list[dict[str, Any]]:
-    """Every JSON record under `prefix` (`records/` or `labels/`), in key order."""
+def read_lines(
+    backend: Backend, prefix: str, seen: dict[str, list[dict[str, Any]]] | None = None
+) -> list[dict[str, Any]]:
+    """Every JSON record under `prefix` (`records/` or `labels/`), in key order. With `seen`
+    (kept by the caller between calls), an S3 store's objects, which never change, are read
+    once: a service that re-reads its labels every few seconds lists the prefix, no more."""
+    if seen is None or backend.appends:
+        return _parse(backend, backend.keys(prefix))
+    keys = backend.keys(prefix)
+    for key in keys:
+        if key not in seen:
+            seen[key] = _parse(backend, [key])
+    return [item for key in keys for item in seen[key]]
+
+
+def _parse(backend: Backend, keys: list[str]) -> list[dict[str, Any]]:
     found, bad = [], 0
-    for key in backend.keys(prefix):
+    for key in keys:
         if not key.endswith((".jsonl", ".json")):
             continue
         for line in (backend.get(key) or b"").splitlines():
