@@ -22,11 +22,10 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
-import numpy as np
+from http_load import post_all
 
 from digitops.net import NotReady, free_port, wait_for_url
 
@@ -74,44 +73,14 @@ def main() -> None:
             except NotReady as exc:
                 raise SystemExit(f"{name}: {exc}") from None
             url = f"http://127.0.0.1:{port}/predict"
-            asyncio.run(_load(url, body, 32, 300))  # warm-up
+            asyncio.run(post_all(url, [body] * 300, 32))  # warm-up
             results[name] = {
-                str(c): asyncio.run(_load(url, body, c, args.requests)) for c in LEVELS
+                str(c): asyncio.run(post_all(url, [body] * args.requests, c)) for c in LEVELS
             }
         finally:
             os.killpg(process.pid, signal.SIGTERM)
             process.wait(timeout=30)
     print(json.dumps(_report(results, args), indent=2))
-
-
-async def _load(url: str, body: bytes, concurrency: int, count: int) -> dict[str, float]:
-    import aiohttp
-
-    latencies: list[float] = []
-    remaining = iter(range(count))
-    headers = {"content-type": "application/json"}
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for _ in remaining:
-            started = time.perf_counter()
-            async with session.post(url, data=body, headers=headers) as response:
-                await response.read()
-                if response.status != 200:
-                    raise RuntimeError(f"{url}: HTTP {response.status}")
-            latencies.append(time.perf_counter() - started)
-
-    connector = aiohttp.TCPConnector(limit=concurrency)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(concurrency)))
-        elapsed = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    return {
-        "requests": count,
-        "requests_per_s": round(count / elapsed, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-    }
 
 
 def _report(results: dict, args: argparse.Namespace) -> dict:

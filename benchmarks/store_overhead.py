@@ -26,12 +26,12 @@ import signal
 import subprocess
 import sys
 import tempfile
-import time
 from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
 import psutil
+from http_load import post_all
 
 from digitops.net import NotReady, free_port, wait_for_url
 
@@ -104,10 +104,10 @@ def _round(args: argparse.Namespace, bodies: list[bytes], store: bool) -> dict:
         except NotReady as exc:
             raise SystemExit(str(exc)) from None
         url = f"http://127.0.0.1:{port}/predict"
-        asyncio.run(_load(url, bodies[:WARM_UP]))
+        asyncio.run(post_all(url, bodies[:WARM_UP], CONCURRENCY))
         server = [psutil.Process(process.pid), *psutil.Process(process.pid).children(True)]
         before = sum(_cpu(p) for p in server)
-        result = asyncio.run(_load(url, bodies[WARM_UP:]))
+        result = asyncio.run(post_all(url, bodies[WARM_UP:], CONCURRENCY))
         # CPU the service spent per request: steadier than requests/s on a shared machine.
         used = sum(_cpu(p) for p in server) - before
         result["server_cpu_ms_per_request"] = round(used / len(bodies[WARM_UP:]) * 1000, 3)
@@ -120,37 +120,6 @@ def _round(args: argparse.Namespace, bodies: list[bytes], store: bool) -> dict:
         result["store_mib"] = round(sum(p.stat().st_size for p in files) / 2**20, 2)
     shutil.rmtree(where, ignore_errors=True)
     return result
-
-
-async def _load(url: str, bodies: list[bytes]) -> dict:
-    import aiohttp
-
-    latencies: list[float] = []
-    count = len(bodies)
-    remaining = iter(range(count))
-    headers = {"content-type": "application/json"}
-
-    async def worker(session: aiohttp.ClientSession) -> None:
-        for i in remaining:
-            started = time.perf_counter()
-            async with session.post(url, data=bodies[i], headers=headers) as answer:
-                await answer.read()
-                if answer.status != 200:
-                    raise RuntimeError(f"{url}: HTTP {answer.status}")
-            latencies.append(time.perf_counter() - started)
-
-    connector = aiohttp.TCPConnector(limit=CONCURRENCY)
-    async with aiohttp.ClientSession(connector=connector) as session:
-        started = time.perf_counter()
-        await asyncio.gather(*(worker(session) for _ in range(CONCURRENCY)))
-        elapsed = time.perf_counter() - started
-    ms = np.array(latencies) * 1000
-    return {
-        "requests": count,
-        "requests_per_s": round(count / elapsed, 1),
-        "p50_ms": round(float(np.percentile(ms, 50)), 2),
-        "p99_ms": round(float(np.percentile(ms, 99)), 2),
-    }
 
 
 def _cpu(process: psutil.Process) -> float:

@@ -11,19 +11,7 @@ from datetime import timedelta
 from feast import Entity, FeatureView, Field, FileSource
 from feast.types import Array, Float32, String
 
-DESCRIPTORS = (
-    "mean_intensity",
-    "contrast",
-    "ink_fraction",
-    "faint_fraction",
-    "border_intensity",
-    "bbox_width",
-    "bbox_height",
-    "bbox_aspect",
-    "centroid_x",
-    "centroid_y",
-    "stroke_thickness",
-)
+from digitops.data.descriptors import COLUMNS as DESCRIPTORS
 
 image = Entity(
     name="image",

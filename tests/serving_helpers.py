@@ -43,6 +43,29 @@ def running_service(model: Path, work: Path, *extra: str) -> AbstractContextMana
     )
 
 
+CHROMIUM = Path("/usr/bin/chromium")
+
+
+@contextmanager
+def chromium_page(url: str) -> Iterator:
+    """`url` open in Debian's headless chromium (Playwright never downloads a browser here)."""
+    import pytest
+    from playwright.sync_api import sync_playwright
+
+    if not CHROMIUM.exists():
+        pytest.fail("chromium is missing: `make install` installs it (apt-get install chromium)")
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=str(CHROMIUM), headless=True, args=["--headless", "--no-sandbox"]
+        )
+        try:
+            page = browser.new_page()
+            page.goto(url)
+            yield page
+        finally:
+            browser.close()
+
+
 def png(image: np.ndarray, invert: bool = True, scale: int = 4) -> bytes:
     """An MNIST digit as users send it: dark ink on white, larger, PNG."""
     pixels = 255 - image if invert else image

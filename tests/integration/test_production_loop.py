@@ -5,7 +5,6 @@ and through the web page in Chromium, then `prepare` on the store and `train` on
 import base64
 import hashlib
 import json
-from pathlib import Path
 
 import boto3
 import httpx
@@ -25,6 +24,7 @@ from digitops.store.writer import StoreWriter
 from ..integration.test_cli import run_cli
 from ..serving_helpers import (
     aws_env,
+    chromium_page,
     function_url_event,
     png,
     running_moto,
@@ -36,7 +36,6 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 BUCKET = "digits"
 STORE = f"s3://{BUCKET}/store/"
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -61,16 +60,7 @@ def loop(tmp_path_factory: pytest.TempPathFactory, trained):
 
 def predict_in_the_page(url: str, uploads: list[tuple[bytes, str]]) -> None:
     """Upload each image in the web page and tap its true digit in the "correct it" row."""
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: `make install` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--headless", "--no-sandbox"]
-        )
-        page = browser.new_page()
-        page.goto(url)
+    with chromium_page(url) as page:
         for data, digit in uploads:
             with page.expect_response("**/predict"):
                 page.set_input_files(
@@ -82,7 +72,6 @@ def predict_in_the_page(url: str, uploads: list[tuple[bytes, str]]) -> None:
                 page.locator(f'#choices button[data-digit="{digit}"]').click()
             assert labeled.value.status == 201, labeled.value.text()
             page.locator("#thanks").filter(has_text=f"kept as {digit}").wait_for(timeout=5_000)
-        browser.close()
 
 
 def test_200_predictions_and_60_corrections_become_a_dataset_and_a_model(loop, trained):

@@ -1,14 +1,10 @@
 """The web page in a real browser (Debian's chromium, headless): draw a digit, see the answer."""
 
-from pathlib import Path
-
 import pytest
 
-from ..serving_helpers import running_service
+from ..serving_helpers import chromium_page, running_service
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
-
-CHROMIUM = Path("/usr/bin/chromium")
 
 
 @pytest.fixture(scope="module")
@@ -19,18 +15,8 @@ def page_url(tmp_path_factory: pytest.TempPathFactory, trained):
 
 @pytest.fixture
 def page(page_url: str):
-    if not CHROMIUM.exists():
-        pytest.fail("chromium is missing: `make install` installs it (apt-get install chromium)")
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=str(CHROMIUM), headless=True, args=["--headless", "--no-sandbox"]
-        )
-        page = browser.new_page()
-        page.goto(page_url)
+    with chromium_page(page_url) as page:
         yield page
-        browser.close()
 
 
 def draw(page, strokes: list[list[tuple[float, float]]]) -> None:
