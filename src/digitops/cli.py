@@ -242,10 +242,22 @@ def serve(
             "('' keeps nothing; /feedback then answers 404)."
         ),
     ] = str(ARTIFACTS / "store"),
+    store_cap: Annotated[
+        float | None,
+        typer.Option(
+            help="GiB at which a local store stops taking new requests (nothing is deleted; "
+            "default 20)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI + onnxruntime): /predict, /feedback, the web page..."""
+    import os
+
+    from digitops.serving.main import STORE_CAP_ENV
     from digitops.serving.main import serve as run_server
 
+    if store_cap is not None:  # the workers read it from the environment
+        os.environ[STORE_CAP_ENV] = str(store_cap)
     run_server(_model_or_default(model), host, port, workers, store or None, announce=typer.echo)
 
 

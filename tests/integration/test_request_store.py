@@ -194,3 +194,18 @@ def test_store_commands_refuse_what_is_not_a_store_with_exit_code_2(tmp_path: Pa
         assert done.stderr.startswith("error: ") and "Traceback" not in done.stderr
     assert [p.name for p in photos.iterdir()] == ["cat.jpg"]
     assert not (tmp_path / "nowhere").exists()
+
+
+def test_the_store_cap_stops_new_records_and_shows_in_metrics(tmp_path: Path, trained, uploads):
+    store = tmp_path / "store"
+    cap = ("--store", str(store), "--store-cap", str(20_000 / 2**30))  # about 20 kB
+    with running_service(trained.model_dir, tmp_path, *cap) as url, httpx.Client() as client:
+        ids = [
+            client.post(f"{url}/predict", files={"file": ("d.png", u)}).json()["request_id"]
+            for u in uploads[:40]
+        ]
+        text = client.get(f"{url}/metrics").text
+    assert ids[0] is not None and ids[-1] is None  # kept until the cap, then not
+    full = re.search(r'^digitops_store_failures_total\{reason="full"\} (\S+)', text, re.M)
+    assert full and float(full.group(1)) >= 1
+    assert set(filter(None, ids)) <= set(stored(store))  # nothing deleted

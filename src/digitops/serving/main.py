@@ -6,7 +6,8 @@ for containers, configured by the environment:
 
 `DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`);
 `DIGITOPS_STORE` is the request store predictions are kept in (a directory or
-`s3://bucket/prefix`; unset: none, and /feedback answers 404); `HOST`, `PORT`
+`s3://bucket/prefix`; unset: none, and /feedback answers 404), `DIGITOPS_STORE_CAP_GIB` the size
+at which a local one stops taking new requests (default 20); `HOST`, `PORT`
 and `WORKERS` say where and how many processes. Every way in runs uvicorn with the same limits
 (`digitops.serving.protocol`) and metrics summed over its workers (`digitops.serving.metrics`).
 """
@@ -22,6 +23,7 @@ from typing import Any
 
 from fastapi import FastAPI
 
+from digitops.errors import StoreError
 from digitops.serving.app import create_app
 from digitops.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
 from digitops.serving.predictor import load_predictor
@@ -29,6 +31,7 @@ from digitops.store.writer import StoreWriter
 
 MODEL_ENV = "DIGITOPS_MODEL"
 STORE_ENV = "DIGITOPS_STORE"
+STORE_CAP_ENV = "DIGITOPS_STORE_CAP_GIB"  # a local store's size cap (default: the writer's)
 PROTOCOL = "digitops.serving.protocol:LimitedHttpToolsProtocol"
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 GRACEFUL_SHUTDOWN_S = 10  # requests in flight get this long to finish on SIGTERM
@@ -43,10 +46,21 @@ def app_from_env() -> FastAPI:
 
 
 def open_store_writer(uri: str | None) -> StoreWriter | None:
-    """The service's writer for the store at `uri` (a local path resolved), or None."""
+    """The service's writer for the store at `uri` (a local path resolved), or None; its cap
+    from `$DIGITOPS_STORE_CAP_GIB` when set."""
     if not uri:
         return None
-    return StoreWriter(uri if uri.startswith("s3://") else str(Path(uri).resolve()), "service")
+    where = uri if uri.startswith("s3://") else str(Path(uri).resolve())
+    cap = os.environ.get(STORE_CAP_ENV)
+    if cap is None:
+        return StoreWriter(where, "service")
+    try:
+        cap_bytes = int(float(cap) * 2**30)
+    except ValueError:
+        raise StoreError(f"{STORE_CAP_ENV}={cap!r}: not a number of GiB") from None
+    if cap_bytes <= 0:
+        raise StoreError(f"{STORE_CAP_ENV}={cap!r}: the cap must be above 0")
+    return StoreWriter(where, "service", cap_bytes=cap_bytes)
 
 
 def serve(
