@@ -8,6 +8,8 @@ ARG BASE_IMAGE=python:3.11.14-slim-bookworm
 
 # Stage 1: the virtual environment. The wheelhouse stays in this stage, out of the image.
 FROM ${BASE_IMAGE} AS build
+# Every stage is labelled, so `make images` can prune what an earlier build left dangling.
+LABEL io.digitops.build="scripts/images.sh"
 # docker/wheels: a wheelhouse (with PIP_NO_INDEX=1, an offline build) or empty (the index).
 ARG WHEELS=docker/wheels
 ARG PIP_NO_INDEX
@@ -27,6 +29,8 @@ RUN touch README.md \
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
+# Every stage is labelled, so `make images` can prune what an earlier build left dangling.
+LABEL io.digitops.build="scripts/images.sh"
 ENV VIRTUAL_ENV=/opt/venv \
     PATH=/opt/venv/bin:/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin \
     PYTHONUNBUFFERED=1 \

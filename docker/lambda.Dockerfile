@@ -10,6 +10,8 @@ ARG BASE_IMAGE=public.ecr.aws/lambda/python:3.11
 
 # Stage 1: the function's packages. The wheelhouse stays in this stage, out of the image.
 FROM ${BASE_IMAGE} AS build
+# Every stage is labelled, so `make images` can prune what an earlier build left dangling.
+LABEL io.digitops.build="scripts/images.sh"
 # docker/wheels: a wheelhouse (with PIP_NO_INDEX=1, an offline build) or empty (the index).
 ARG WHEELS=docker/wheels
 ARG PIP_NO_INDEX
@@ -39,6 +41,8 @@ RUN python3 -m pip install --no-cache-dir --find-links wheels --no-deps --upgrad
 
 # Stage 2: the image.
 FROM ${BASE_IMAGE}
+# Every stage is labelled, so `make images` can prune what an earlier build left dangling.
+LABEL io.digitops.build="scripts/images.sh"
 # MODEL_DIR: a model directory to bake in at /opt/model (default: none, see docker/no-model).
 ARG MODEL_DIR=docker/no-model
 ENV LAMBDA_TASK_ROOT=/var/task \

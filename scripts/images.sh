@@ -44,4 +44,7 @@ mkdir -p docker/rendered && kubectl kustomize manifests/serving > docker/rendere
 build digitops docker/component.Dockerfile
 build serving docker/serving.Dockerfile ${model:+--build-arg MODEL_DIR="$model"}
 build lambda docker/lambda.Dockerfile ${model:+--build-arg MODEL_DIR="$model"}
+# The images and build stages these builds replaced, now untagged: only ours (by label), so a
+# developer who runs `make test` again and again keeps the disk they had.
+docker image prune --force --filter "label=io.digitops.build" >/dev/null
 docker images "$registry/*"
