@@ -11,6 +11,7 @@ import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import ExitStack
 from pathlib import Path
 
 import httpx
@@ -209,3 +210,28 @@ def test_the_store_cap_stops_new_records_and_shows_in_metrics(tmp_path: Path, tr
     full = re.search(r'^digitops_store_failures_total\{reason="full"\} (\S+)', text, re.M)
     assert full and float(full.group(1)) >= 1
     assert set(filter(None, ids)) <= set(stored(store))  # nothing deleted
+
+
+def test_an_unreachable_bucket_keeps_predictions_flowing(tmp_path: Path, trained, uploads):
+    from ..serving_helpers import aws_env, running_moto, s3_client
+
+    with ExitStack() as bucket, pytest.MonkeyPatch.context() as env:
+        endpoint = bucket.enter_context(running_moto(tmp_path))
+        s3_client(endpoint).create_bucket(Bucket="digits")
+        for name, value in aws_env(endpoint).items():
+            env.setenv(name, value)
+        serve = ("--workers", "2", "--store", "s3://digits/store/")
+        with running_service(trained.model_dir, tmp_path, *serve) as url, httpx.Client() as client:
+            assert client.post(f"{url}/predict", files={"file": ("d.png", uploads[0])}).json()[
+                "request_id"
+            ]
+            bucket.close()  # the S3 server goes away
+            started = time.monotonic()
+            answers = [
+                client.post(f"{url}/predict", files={"file": ("d.png", u)}) for u in uploads[1:21]
+            ]
+            elapsed = time.monotonic() - started
+            assert {a.status_code for a in answers} == {200}
+            assert all(a.json()["request_id"] is None for a in answers)
+            assert failures(url) == 20
+    assert elapsed < 20  # at most one connection timeout per worker, then the pause
