@@ -299,7 +299,7 @@ class StoreWriter:
             raise StoreFull(
                 f"{self.uri}: the store holds {self._used / 2**20:.0f} MiB, its cap is "
                 f"{self.cap_bytes / 2**20:.0f} MiB; new requests are not kept (nothing is deleted: "
-                "move or prune old records, or raise the cap)"
+                "move old days' records/ and blobs/ elsewhere, or raise --store-cap)"
             )
 
 
