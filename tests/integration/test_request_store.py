@@ -197,9 +197,14 @@ def test_store_commands_refuse_what_is_not_a_store_with_exit_code_2(tmp_path: Pa
     assert not (tmp_path / "nowhere").exists()
 
 
-def test_the_store_cap_stops_new_records_and_shows_in_metrics(tmp_path: Path, trained, uploads):
+def test_the_store_cap_stops_new_records_and_shows_in_metrics(
+    tmp_path: Path, trained, uploads, monkeypatch: pytest.MonkeyPatch
+):
     store = tmp_path / "store"
     cap = ("--store", str(store), "--store-cap", str(20_000 / 2**30))  # about 20 kB
+    # A metrics directory inherited from the parent (importing Feast sets one): one worker
+    # must still report its own values.
+    monkeypatch.setenv("PROMETHEUS_MULTIPROC_DIR", str(tmp_path / "inherited-metrics"))
     with running_service(trained.model_dir, tmp_path, *cap) as url, httpx.Client() as client:
         ids = [
             client.post(f"{url}/predict", files={"file": ("d.png", u)}).json()["request_id"]

@@ -15,8 +15,6 @@ and `WORKERS` say where and how many processes. Every way in runs uvicorn with t
 from __future__ import annotations
 
 import os
-import shutil
-import tempfile
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any
@@ -25,7 +23,7 @@ from fastapi import FastAPI
 
 from digitops.errors import StoreError
 from digitops.serving.app import create_app
-from digitops.serving.metrics import MULTIPROC_ENV, prepare_multiprocess_dir
+from digitops.serving.metrics import drop_multiprocess_dir, new_multiprocess_dir
 from digitops.serving.predictor import load_predictor
 from digitops.store.writer import StoreWriter
 
@@ -88,13 +86,9 @@ def serve(
         "timeout_keep_alive": KEEP_ALIVE_S,
         "timeout_graceful_shutdown": GRACEFUL_SHUTDOWN_S,
     }
-    made = None  # a metrics directory this call made, removed when the server stops
-    if workers > 1 or os.environ.get(MULTIPROC_ENV):
-        # Workers' metrics meet in one directory (named before any worker imports
-        # prometheus_client), emptied of an earlier run's values.
-        if not os.environ.get(MULTIPROC_ENV):
-            made = os.environ[MULTIPROC_ENV] = tempfile.mkdtemp(prefix="digitops-metrics-")
-        prepare_multiprocess_dir(Path(os.environ[MULTIPROC_ENV]))
+    # Workers' metrics meet in a directory made for this run (named before any worker imports
+    # prometheus_client); one process needs none.
+    made = new_multiprocess_dir() if workers > 1 else None
     try:
         if workers == 1:
             uvicorn.run(create_app(predictor, writer), **options)
@@ -106,7 +100,7 @@ def serve(
         uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
     finally:
         if made is not None:
-            shutil.rmtree(made, ignore_errors=True)
+            drop_multiprocess_dir(made)
 
 
 def main() -> None:

@@ -1,17 +1,29 @@
 """The service's Prometheus metrics, one set per process and summed over every worker.
 
 uvicorn's workers are separate processes. With `$PROMETHEUS_MULTIPROC_DIR` set before they
-start (`digitops.serving.main.serve` does it), prometheus_client's multiprocess mode keeps each
-process's values in files there and `/metrics` adds them up, so a scrape sees the whole service
-whichever worker answers it. With one process, the default registry is read directly.
+start (`digitops.serving.main.serve` makes the directory), prometheus_client's multiprocess mode
+keeps each process's values in files there and `/metrics` adds them up, so a scrape sees the
+whole service whichever worker answers it. With one process, the default registry is read.
 """
 
 from __future__ import annotations
 
 import os
-from pathlib import Path
+import shutil
+import tempfile
 
-from prometheus_client import (
+MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
+OWNED_ENV = "DIGITOPS_METRICS_DIR"  # the directory `serve` made for its workers
+
+# Only a directory `serve` made decides how this process keeps its metrics (prometheus_client
+# decides when it is imported, below). One inherited from elsewhere (importing Feast sets
+# PROMETHEUS_MULTIPROC_DIR in that process and so in its children) may be gone by now or be
+# another program's: metric values written there would crash the import or never be shown.
+if os.environ.get(MULTIPROC_ENV) != os.environ.get(OWNED_ENV):
+    os.environ.pop(MULTIPROC_ENV, None)
+    os.environ.pop("prometheus_multiproc_dir", None)
+
+from prometheus_client import (  # noqa: E402
     CONTENT_TYPE_LATEST,
     REGISTRY,
     CollectorRegistry,
@@ -21,8 +33,6 @@ from prometheus_client import (
     generate_latest,
     multiprocess,
 )
-
-MULTIPROC_ENV = "PROMETHEUS_MULTIPROC_DIR"
 
 PREDICTIONS = Counter("digitops_predictions", "Images predicted")
 REJECTED = Counter(
@@ -65,9 +75,16 @@ def exposition() -> tuple[bytes, str]:
     return generate_latest(REGISTRY), CONTENT_TYPE_LATEST
 
 
-def prepare_multiprocess_dir(directory: Path) -> None:
-    """Make `directory` an empty home for the workers' metric files (values of an earlier run
-    would otherwise be added to this one's)."""
-    directory.mkdir(parents=True, exist_ok=True)
-    for stale in directory.glob("*.db"):
-        stale.unlink()
+def new_multiprocess_dir() -> str:
+    """A fresh, empty directory for the workers' metric files, named in the environment they
+    inherit (before any of them imports this module)."""
+    made = tempfile.mkdtemp(prefix="digitops-metrics-")
+    os.environ[MULTIPROC_ENV] = os.environ[OWNED_ENV] = made
+    return made
+
+
+def drop_multiprocess_dir(made: str) -> None:
+    shutil.rmtree(made, ignore_errors=True)
+    for name in (MULTIPROC_ENV, OWNED_ENV):
+        if os.environ.get(name) == made:
+            del os.environ[name]
