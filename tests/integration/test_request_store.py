@@ -10,8 +10,9 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
-from contextlib import ExitStack
+from contextlib import ExitStack, contextmanager
 from pathlib import Path
 
 import httpx
@@ -54,6 +55,25 @@ def stored(store: Path) -> dict[str, dict]:
     return records
 
 
+@contextmanager
+def two_workers(trained, work: Path, store: str) -> Iterator[tuple[str, httpx.Client]]:
+    """A 2-worker `digitops serve` keeping its predictions in `store`, and a client for it."""
+    serve = ("--workers", "2", "--store", store)
+    with (
+        running_service(trained.model_dir, work, *serve) as url,
+        httpx.Client(base_url=url) as client,
+    ):
+        yield url, client
+
+
+def assert_images_whole(store: Path, records: dict[str, dict], ids: list) -> None:
+    """Each acknowledged record's image is in the store, whole: it decodes to its hash."""
+    backend = open_store(str(store))
+    for rid in filter(None, ids):
+        image = image_from_bytes(read_blob(backend, records[rid]["image_at"]))
+        assert image_hash(image) == records[rid]["image"]
+
+
 def failures(url: str) -> float:
     text = httpx.get(f"{url}/metrics").text
     found = re.findall(r'^digitops_store_failures_total\{reason="\w+"\} (\S+)', text, re.M)
@@ -88,10 +108,7 @@ def test_killing_a_worker_mid_load_loses_no_acknowledged_record(tmp_path, traine
     assert set(statuses) == {200}
     records = stored(store)
     assert len(answered) > 300 and set(answered) <= set(records)
-    backend = open_store(str(store))
-    for rid in answered:  # every acknowledged record's image is whole
-        image = image_from_bytes(read_blob(backend, records[rid]["image_at"]))
-        assert image_hash(image) == records[rid]["image"]
+    assert_images_whole(store, records, answered)
 
 
 @pytest.fixture
@@ -112,12 +129,7 @@ def snapshot(root: Path) -> dict[str, bytes]:
 
 def test_a_read_only_store_keeps_predictions_flowing(disk: Path, trained, uploads):
     store = disk / "store"
-    with (
-        running_service(
-            trained.model_dir, disk.parent, "--workers", "2", "--store", str(store)
-        ) as url,
-        httpx.Client(base_url=url) as client,
-    ):
+    with two_workers(trained, disk.parent, str(store)) as (url, client):
         kept = [client.post("/predict", files={"file": ("d.png", u)}).json() for u in uploads[:10]]
         assert all(a["request_id"] for a in kept)
         before = snapshot(store)
@@ -144,22 +156,14 @@ def test_a_full_disk_keeps_predictions_flowing_and_leaves_no_half_record(
     disk: Path, trained, uploads
 ):
     store = disk / "store"
-    with (
-        running_service(
-            trained.model_dir, disk.parent, "--workers", "2", "--store", str(store)
-        ) as url,
-        httpx.Client(base_url=url) as client,
-    ):
+    with two_workers(trained, disk.parent, str(store)) as (url, client):
         answers = [client.post("/predict", files={"file": ("d.png", u)}) for u in uploads[:150]]
         assert {a.status_code for a in answers} == {200}
         ids = [a.json()["request_id"] for a in answers]
         assert failures(url) == ids.count(None) > 0  # the disk filled up
     records = stored(store)
     assert {i for i in ids if i} <= set(records)
-    backend = open_store(str(store))
-    for rid in filter(None, ids):
-        image = image_from_bytes(read_blob(backend, records[rid]["image_at"]))
-        assert image_hash(image) == records[rid]["image"]
+    assert_images_whole(store, records, ids)
 
 
 def test_a_store_path_that_cannot_be_made_is_exit_code_2(tmp_path: Path, trained):

@@ -2,9 +2,10 @@
 
 Three kinds: a dataset directory (its test split), a folder of image files (any depth, read
 as they are: resized to 28×28 grayscale, never inverted or centred, so such changes show), and
-the service's request store (its records hold each request's descriptors), or a folder of its
-records files (one day's, say), or one records file. A log line that is not a whole record (a write
-cut short by a crash or a full disk) is skipped and counted, not a reason to refuse the log.
+the service's request store (descriptors computed from its kept images), or a folder of
+request-log JSON lines that hold descriptors, or one such file. A line that is not a whole
+record (a write cut short by a crash or a full disk) is skipped and counted, not a reason to
+refuse the log.
 """
 
 from __future__ import annotations

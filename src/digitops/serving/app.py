@@ -143,8 +143,7 @@ def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAP
         predictions, embeddings = predictor.predict_with_embeddings(batch)
         ids: list[str | None] = [None] * len(predictions)
         if recorder is not None:  # kept before the answer goes out: an answered id is stored
-            pixels = (batch * 255).round().astype(np.uint8)  # exact: preprocess gives k/255
-            ids = recorder.record(pixels, images, predictions, embeddings, predictor)
+            ids = recorder.record(batch, images, predictions, embeddings, predictor)
         metrics.LATENCY.observe(time.perf_counter() - started)
         metrics.PREDICTIONS.inc(len(predictions))
         return [_shape(p, predictor.version, i) for p, i in zip(predictions, ids, strict=True)]

@@ -30,8 +30,6 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import unquote_plus, urlparse
 
-import numpy as np
-
 from digitops.errors import ModelError
 from digitops.serving.predictor import Predictor, load_predictor
 from digitops.serving.preprocess import ImageError, preprocess
@@ -108,9 +106,8 @@ class LambdaHandler:
         predictions, embeddings = self.predictor.predict_with_embeddings(image[None])
         request_id = None
         if self.recorder is not None:
-            pixels = (image[None] * 255).round().astype(np.uint8)
             (request_id,) = self.recorder.record(
-                pixels, [data], predictions, embeddings, self.predictor
+                image[None], [data], predictions, embeddings, self.predictor
             )
         return {
             **asdict(predictions[0]),

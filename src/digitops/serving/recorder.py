@@ -38,7 +38,7 @@ class Recorder:
 
     def record(
         self,
-        images: np.ndarray,
+        images: np.ndarray,  # N×28×28 floats in [0, 1], as predicted
         uploads: Sequence[bytes],
         predictions: list[Prediction],
         embeddings: np.ndarray | None,
@@ -48,9 +48,10 @@ class Recorder:
         if now < self._paused_until:
             metrics.STORE_FAILURES.labels("paused").inc(len(predictions))
             return [None] * len(predictions)
+        pixels = (images * 255).round().astype(np.uint8)  # exact: preprocess gives k/255
         try:
             ids = self.store.record(
-                images, uploads, predictions, embeddings, predictor.name, predictor.version
+                pixels, uploads, predictions, embeddings, predictor.name, predictor.version
             )
         except (StoreError, OSError) as exc:
             reason = "full" if isinstance(exc, StoreFull) else "error"

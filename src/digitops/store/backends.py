@@ -28,7 +28,7 @@ class Backend(Protocol):
     appends: bool  # whether `append` adds to an existing key (else every write is a new key)
 
     def ensure(self) -> None: ...
-    def put(self, key: str, data: bytes, overwrite: bool = True) -> None: ...
+    def put(self, key: str, data: bytes) -> None: ...
     def append(self, key: str, data: bytes) -> None: ...
     def get(self, key: str) -> bytes | None: ...
     def get_range(self, key: str, offset: int, length: int) -> bytes: ...
@@ -73,13 +73,10 @@ class LocalBackend:
         except OSError as exc:
             raise StoreError(f"{self.root}: cannot be used as the request store ({exc})") from None
 
-    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
-        """Write `key` whole: a temporary file renamed into place, so a reader (or a writer
-        that finds the key there) never sees part of it. Plain `os` calls on strings: this
-        runs for every new image on the prediction path, where pathlib's cost shows."""
+    def put(self, key: str, data: bytes) -> None:
+        """Write `key` whole: a temporary file renamed into place, so a reader never sees
+        part of it."""
         path = f"{self.uri}/{key}"
-        if not overwrite and os.path.exists(path):
-            return
         directory, _, name = path.rpartition("/")
         tmp = f"{directory}/.{name}.{os.getpid()}-{threading.get_ident()}.tmp"
         try:
@@ -200,7 +197,7 @@ class S3Backend:
             if self.get(MARKER) is None:
                 self.put(MARKER, _marker())
 
-    def put(self, key: str, data: bytes, overwrite: bool = True) -> None:
+    def put(self, key: str, data: bytes) -> None:
         with self._errors(f"write {key}"):
             self.client.put_object(Bucket=self.bucket, Key=self.prefix + key, Body=data)
 
