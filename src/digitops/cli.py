@@ -18,13 +18,14 @@ from digitops.console import (
     DataOpt,
     ModelOpt,
     SetOpt,
+    model_or_default,
     show,
     user_errors,
 )
 from digitops.console import make_config as _config
 from digitops.errors import DigitopsError
 from digitops.pipeline.cli import pipeline_app
-from digitops.production_cli import features_app, store_app
+from digitops.production_cli import features_app, labels_app, select, store_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -35,6 +36,8 @@ app = typer.Typer(
 app.add_typer(pipeline_app, name="pipeline")
 app.add_typer(store_app, name="store")
 app.add_typer(features_app, name="features")
+app.add_typer(labels_app, name="labels")
+app.command()(select)
 
 
 @app.command()
@@ -258,7 +261,7 @@ def serve(
 
     if store_cap is not None:  # the workers read it from the environment
         os.environ[STORE_CAP_ENV] = str(store_cap)
-    run_server(_model_or_default(model), host, port, workers, store or None, announce=typer.echo)
+    run_server(model_or_default(model), host, port, workers, store or None, announce=typer.echo)
 
 
 @app.command()
@@ -286,36 +289,9 @@ def predict(
         inputs = read_files(images)
     else:
         raise DigitopsError("give image files, or --camera N")
-    source = "" if url else _model_or_default(model)
+    source = "" if url else model_or_default(model)
     for name, answer in predict_files(inputs, url=url, model=source):
         typer.echo(f"{name}: {describe(answer)}")
-
-
-def _model_or_default(model: str | None) -> str:
-    """`model`, else what the last run produced: the registry's production version, else its
-    candidate (followed as an alias), else artifacts/model; says which on stderr."""
-    if model:
-        return model
-    import os
-
-    from digitops import registry
-    from digitops.config import Config
-    from digitops.tracking import tracking_uri
-
-    config = Config()
-    found = registry.default_model(config.registry, config.tracking)
-    if found is not None:
-        source, version = found
-        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(config.tracking)  # for workers too
-        typer.echo(f"using {source} (version {version})", err=True)
-        return source
-    if (ARTIFACTS / "model" / "model.onnx").is_file():
-        typer.echo(f"using {ARTIFACTS / 'model'} (no registered model)", err=True)
-        return str(ARTIFACTS / "model")
-    raise DigitopsError(
-        "no model: the registry has no production or candidate version and artifacts/model "
-        "holds none; run `make run` (or `digitops train`), or pass --model"
-    )
 
 
 @app.command()

@@ -68,3 +68,29 @@ def make_config(path: Path | None, overrides: list[str] | None, **options: Any) 
 def show(result: StageResult) -> None:
     """Print a stage's summary."""
     typer.echo("\n".join(result.lines()))
+
+
+def model_or_default(model: str | None) -> str:
+    """`model`, else what the last run produced: the registry's production version, else its
+    candidate (followed as an alias), else artifacts/model; says which on stderr."""
+    if model:
+        return model
+    import os
+
+    from digitops import registry
+    from digitops.tracking import tracking_uri
+
+    config = Config()
+    found = registry.default_model(config.registry, config.tracking)
+    if found is not None:
+        source, version = found
+        os.environ["MLFLOW_TRACKING_URI"] = tracking_uri(config.tracking)  # for workers too
+        typer.echo(f"using {source} (version {version})", err=True)
+        return source
+    if (ARTIFACTS / "model" / "model.onnx").is_file():
+        typer.echo(f"using {ARTIFACTS / 'model'} (no registered model)", err=True)
+        return str(ARTIFACTS / "model")
+    raise DigitopsError(
+        "no model: the registry has no production or candidate version and artifacts/model "
+        "holds none; run `make run` (or `digitops train`), or pass --model"
+    )

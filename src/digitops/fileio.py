@@ -37,6 +37,14 @@ def write_json(path: Path, data: Any) -> None:
     os.replace(tmp, path)
 
 
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write `data` atomically (temp file + rename), making the parent folders."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+
+
 def read_json(path: Path) -> Any:
     """Read a JSON file written by a stage."""
     return json.loads(path.read_text())

@@ -4,16 +4,20 @@ digitops store accuracy                live accuracy per model version, with its
 digitops features apply                the store as Feast feature views (`feast apply`)
 digitops features materialize          latest values into the online store
 digitops features frame --out f.parquet   labels joined point-in-time to their predictions
+digitops select --budget 100            queue the unlabeled images most worth labeling
+digitops labels push                    the queued batch into Label Studio, pre-annotated
+digitops labels pull                    finished annotations back into the store as labels
+digitops labels connect --service URL   the service as the project's ML backend
 """
 
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
-from digitops.console import ARTIFACTS, user_errors
+from digitops.console import ARTIFACTS, model_or_default, user_errors
 
 StoreOpt = Annotated[
     str, typer.Option("--store", help="The request store: a directory or s3://bucket/prefix.")
@@ -23,6 +27,20 @@ DEFAULT_STORE = str(ARTIFACTS / "store")
 
 store_app = typer.Typer(no_args_is_help=True, help="Read the request store the service keeps.")
 features_app = typer.Typer(no_args_is_help=True, help="The request store as Feast feature views.")
+labels_app = typer.Typer(
+    no_args_is_help=True, help="Label Studio: batches in with pre-annotations, labels back."
+)
+UrlOpt = Annotated[
+    str | None, typer.Option("--url", help="Label Studio (default: $LABEL_STUDIO_URL).")
+]
+KeyOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--api-key",
+        help="A personal access token of Label Studio (default: $LABEL_STUDIO_API_KEY).",
+    ),
+]
+ProjectOpt = Annotated[str, typer.Option("--project", help="The Label Studio project's title.")]
 
 
 @store_app.command("accuracy")
@@ -79,3 +97,118 @@ def features_frame(
     out.parent.mkdir(parents=True, exist_ok=True)
     frame.to_parquet(out, index=False)
     typer.echo(f"{out}: {len(frame)} labeled predictions")
+
+
+@user_errors
+def select(
+    store: StoreOpt = DEFAULT_STORE,
+    budget: Annotated[int, typer.Option(help="Images to pick.")] = 100,
+    strategy: Annotated[
+        str, typer.Option(help="uncertainty-diversity, uncertainty or random.")
+    ] = "uncertainty-diversity",
+    measure: Annotated[str, typer.Option(help="Uncertainty: margin or entropy.")] = "margin",
+    seed: Annotated[int, typer.Option(help="Seed of the clustering (or of random picks).")] = 0,
+    model: Annotated[
+        str | None,
+        typer.Option(help="The model that scores the pool (default: as for `serve`)."),
+    ] = None,
+) -> None:
+    """Queue the stored, unlabeled images most worth a person's label."""
+    from digitops.errors import DigitopsError
+    from digitops.labeling import batches
+    from digitops.labeling.select import MEASURES, STRATEGIES
+    from digitops.serving.predictor import load_predictor
+
+    if strategy not in STRATEGIES or measure not in MEASURES:
+        raise DigitopsError(
+            f"--strategy is one of {', '.join(STRATEGIES)}, --measure one of {', '.join(MEASURES)}"
+        )
+    predictor = load_predictor(model_or_default(model))
+    scorer = batches.Model(predictor.classifier, predictor.name, predictor.version)
+    batch = batches.select(store, scorer, budget, strategy, measure, seed)
+    items = batch.items
+    wrong = sum(item["uncertainty"] > 0.5 for item in items)
+    typer.echo(
+        f"batch {batch.batch_id}: {len(items)} of {batch.pool} unlabeled images "
+        f"({strategy}, {measure}), {wrong} the model is more unsure of than not; "
+        f"in {store}/queue/{batch.batch_id}.json"
+    )
+    for item in items[:10]:
+        typer.echo(
+            f"  {item['request_id']}  predicted {item['predicted']} at {item['confidence']:.2f}"
+            f"  margin {item['margin']:.3f}  entropy {item['entropy']:.3f}"
+        )
+    if len(items) > 10:
+        typer.echo(f"  ... {len(items) - 10} more")
+
+
+def _studio(url: str | None, api_key: str | None, files_root: Path | None, project: str) -> Any:
+    from digitops.labeling.studio import Studio, StudioSettings
+
+    given: dict[str, Any] = {
+        "url": url,
+        "api_key": api_key,
+        "local_files_document_root": files_root,
+    }
+    settings = StudioSettings.model_validate({k: v for k, v in given.items() if v is not None})
+    return Studio(settings, project)
+
+
+@labels_app.command("push")
+@user_errors
+def labels_push(
+    store: StoreOpt = DEFAULT_STORE,
+    batch: Annotated[str, typer.Option(help="Batch id from `select` ('latest').")] = "latest",
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    files_root: Annotated[
+        Path | None,
+        typer.Option(
+            help="Label Studio's local-files root, where the images go "
+            "(default: $LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT)."
+        ),
+    ] = None,
+    project: ProjectOpt = "digitops digits",
+) -> None:
+    """Import a batch as Label Studio tasks, each pre-annotated with the model's answer."""
+    from digitops.labeling.batches import load_batch
+
+    studio = _studio(url, api_key, files_root, project)
+    found = load_batch(store, batch)
+    done = studio.push(store, found)
+    typer.echo(
+        f"batch {found.batch_id}: {done.imported} tasks imported into {studio.url}/projects/"
+        f"{done.project_id} ({done.already_there} there already)"
+    )
+
+
+@labels_app.command("pull")
+@user_errors
+def labels_pull(
+    store: StoreOpt = DEFAULT_STORE,
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    project: ProjectOpt = "digitops digits",
+) -> None:
+    """Keep Label Studio's finished annotations as labels in the store (again: only news)."""
+    studio = _studio(url, api_key, None, project)
+    done = studio.pull(store)
+    typer.echo(
+        f"{done.added} labels kept from {studio.url}/projects/{done.project_id}, "
+        f"{done.unchanged} pulled before"
+        + (f", {done.not_ours} annotated tasks not from the store" if done.not_ours else "")
+    )
+
+
+@labels_app.command("connect")
+@user_errors
+def labels_connect(
+    service: Annotated[str, typer.Option(help="The digitops service, as Label Studio reaches it.")],
+    url: UrlOpt = None,
+    api_key: KeyOpt = None,
+    project: ProjectOpt = "digitops digits",
+) -> None:
+    """Connect the service as the project's ML backend (live pre-annotations of new tasks)."""
+    studio = _studio(url, api_key, None, project)
+    backend = studio.connect(service)
+    typer.echo(f"ML backend {backend}: {service.rstrip('/')}/label-studio on {studio.url}")

@@ -31,6 +31,7 @@ from starlette.requests import ClientDisconnect
 
 from digitops.serving import metrics
 from digitops.serving.feedback import add_feedback_routes
+from digitops.serving.label_studio import add_label_studio_routes
 from digitops.serving.predictor import Prediction, Predictor, ServedModel
 from digitops.serving.preprocess import ImageError, header_pixels, preprocess
 from digitops.serving.recorder import Recorder
@@ -193,6 +194,7 @@ def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAP
         return Response(content, media_type=media_type)
 
     add_feedback_routes(app, served, recorder)
+    add_label_studio_routes(app, served, recorder)
     page = resources.files("digitops.serving").joinpath("static/index.html").read_text()
 
     @app.get("/", response_class=HTMLResponse, include_in_schema=False)

@@ -78,6 +78,9 @@ class Correction:
     label: str
     source: str
     replace: bool = False
+    annotator: str | None = None  # who labeled, when the source knows (Label Studio does)
+    reference: str | None = None  # the label where it came from (a Label Studio annotation)
+    labeled_at: float | None = None  # when it was given there (`time`: when it was kept)
 
 
 class StoreWriter:
@@ -255,6 +258,7 @@ class StoreWriter:
                         "request_time": record["time"],
                         "replaces": earlier[-1]["label"] if earlier else None,
                     }
+                    | _provenance(correction)
                 )
             for entry in entries:
                 self._write_label(entry)
@@ -301,6 +305,16 @@ class StoreWriter:
                 f"{self.cap_bytes / 2**20:.0f} MiB; new requests are not kept (nothing is deleted: "
                 "move old days' records/ and blobs/ elsewhere, or raise --store-cap)"
             )
+
+
+def _provenance(correction: Correction) -> dict[str, Any]:
+    """Where a label came from, when its source says (absent for /feedback's labels)."""
+    fields = {
+        "annotator": correction.annotator,
+        "reference": correction.reference,
+        "labeled_at": correction.labeled_at,
+    }
+    return {name: value for name, value in fields.items() if value is not None}
 
 
 def _size_of(root: str) -> int:

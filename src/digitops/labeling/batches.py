@@ -1,0 +1,163 @@
+"""Labeling batches: the stored requests `digitops select` picked, kept in the request store.
+
+    queue/<batch id>.json   one batch: how it was picked, by which model, and per image its
+                            request, the model's answer and its uncertainty scores
+
+A batch is written once, whole. An image in a batch stays queued (no later batch picks it)
+until it is labeled; an image labeled any way (/feedback, the web page, Label Studio) leaves
+the pool.
+"""
+
+from __future__ import annotations
+
+import json
+import time
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from digitops.errors import DataError, StoreError
+from digitops.labeling.select import Measure, Strategy, choose, score
+from digitops.model.artifact import OnnxClassifier
+from digitops.store.backends import Backend
+from digitops.store.layout import image_from_bytes, new_segment
+from digitops.store.reader import labels_in_force, open_store, read_blob, read_lines
+
+QUEUE = "queue/"
+POOL_LIMIT = 20_000  # the pool: unlabeled images of at most this many latest requests
+
+
+@dataclass(frozen=True)
+class Model:
+    """The model that scores the pool (and pre-annotates the batch)."""
+
+    classifier: OnnxClassifier
+    name: str
+    version: str
+
+
+@dataclass(frozen=True)
+class Batch:
+    batch_id: str
+    uri: str
+    pool: int  # unlabeled, unqueued images the batch was picked from
+    content: dict[str, Any]
+
+    @property
+    def items(self) -> list[dict[str, Any]]:
+        items: list[dict[str, Any]] = self.content["items"]
+        return items
+
+
+def select(
+    uri: str,
+    model: Model,
+    budget: int,
+    strategy: Strategy = "uncertainty-diversity",
+    measure: Measure = "margin",
+    seed: int = 0,
+    pool_limit: int = POOL_LIMIT,
+) -> Batch:
+    """Pick `budget` unlabeled, unqueued images of the store at `uri` and queue them."""
+    if budget < 1:
+        raise DataError(f"--budget {budget}: pick at least one image")
+    backend = open_store(uri)
+    candidates = _pool(backend, pool_limit)
+    if not candidates:
+        raise DataError(f"{uri}: every stored image is labeled or queued; nothing to select")
+    images = np.stack([_image(backend, record) for record in candidates])
+    logits, embeddings = model.classifier.outputs(images)
+    if strategy == "uncertainty-diversity" and embeddings is None:
+        raise DataError(
+            f"{model.name} version {model.version} has no embedding output (exported before "
+            "digitops 0.1 stored embeddings); use --strategy uncertainty, or a newer model"
+        )
+    from digitops.model.artifact import softmax
+
+    scores = score(softmax(logits))
+    chosen = choose(scores, embeddings, budget, strategy, measure, seed)
+    doubt = scores.uncertainty(measure)
+    names = model.classifier.class_names
+    batch_id = new_segment()
+    content = {
+        "batch": batch_id,
+        "time": time.time(),
+        "strategy": strategy,
+        "measure": measure,
+        "seed": seed,
+        "model_name": model.name,
+        "model_version": model.version,
+        "pool": len(candidates),
+        "items": [
+            {
+                "request_id": candidates[i]["request_id"],
+                "image": candidates[i]["image"],
+                "image_at": candidates[i]["image_at"],
+                "predicted": names[scores.predicted[i]],
+                "confidence": round(float(scores.confidence[i]), 6),
+                "margin": round(float(scores.margin[i]), 6),
+                "entropy": round(float(scores.entropy[i]), 6),
+                "uncertainty": round(float(doubt[i]), 6),
+            }
+            for i in chosen
+        ],
+    }
+    backend.put(f"{QUEUE}{batch_id}.json", (json.dumps(content, indent=1) + "\n").encode())
+    return Batch(batch_id, uri, len(candidates), content)
+
+
+def load_batch(uri: str, batch_id: str) -> Batch:
+    """A batch `select` wrote ('latest': the newest)."""
+    backend = open_store(uri)
+    batches = _batches(backend)
+    if not batches:
+        raise DataError(f"{uri}: no labeling batch yet (digitops select)")
+    if batch_id == "latest":
+        return batches[-1]
+    for batch in batches:
+        if batch.batch_id == batch_id:
+            return batch
+    known = ", ".join(b.batch_id for b in batches[-3:])
+    raise DataError(f"{uri}: no batch '{batch_id}' (latest: {known})")
+
+
+def batch_images(uri: str, batch: Batch) -> np.ndarray:
+    """The batch's images, N×28×28 uint8; `StoreError` naming the request whose image is gone."""
+    backend = open_store(uri)
+    return np.stack([_image(backend, item) for item in batch.items])
+
+
+def _batches(backend: Backend) -> list[Batch]:
+    found = []
+    for key in backend.keys(QUEUE):
+        if key.endswith(".json") and (data := backend.get(key)) is not None:
+            try:
+                content = json.loads(data)
+            except ValueError:
+                raise StoreError(f"{backend.uri}: {key} is not a whole batch") from None
+            found.append(Batch(content["batch"], backend.uri, content["pool"], content))
+    return sorted(found, key=lambda b: b.batch_id)
+
+
+def _pool(backend: Backend, limit: int) -> list[dict[str, Any]]:
+    """The first request of each stored image that is neither labeled nor queued."""
+    records = read_lines(backend, "records/")[-limit:]
+    labeled = {entry["image"] for entry in labels_in_force(read_lines(backend, "labels/")).values()}
+    queued = {item["image"] for batch in _batches(backend) for item in batch.items}
+    pool: dict[str, dict[str, Any]] = {}
+    for record in records:
+        digest = record["image"]
+        if digest not in labeled and digest not in queued:
+            pool.setdefault(digest, record)
+    return list(pool.values())
+
+
+def _image(backend: Backend, record: dict[str, Any]) -> np.ndarray:
+    try:
+        return image_from_bytes(read_blob(backend, record["image_at"]))
+    except (OSError, ValueError, StoreError) as exc:
+        raise StoreError(
+            f"{backend.uri}: the image of request {record['request_id']} is gone or unreadable "
+            f"({exc}); nothing was queued"
+        ) from None

@@ -1,0 +1,183 @@
+"""Label Studio's ML-backend protocol: the service pre-annotates tasks for the people labeling.
+
+In Label Studio: project → Settings → Model → Connect model, URL `http://<service>/label-studio`
+(or `digitops labels connect`). Label Studio then calls
+
+    GET  /label-studio/health    is the backend up
+    POST /label-studio/setup     on connect and before predicting: answers the model version
+    POST /label-studio/predict   {"tasks": [...], "label_config": ...} → one prediction per task
+
+A prediction names the version that made it (`<model name>/<version>`, as `digitops labels
+push` does), so Label Studio asks again only after the service moved to another version.
+A task's image is, in order: the stored image of its `request_id` (what the model saw, from the
+request store), a `data:` URI, or a file on the Label Studio server the service is told about
+(`LABEL_STUDIO_URL`, `LABEL_STUDIO_API_KEY`); the service fetches nothing else. A task whose
+image cannot be read gets an empty prediction with the reason (`error`), never a failed call.
+"""
+
+from __future__ import annotations
+
+import base64
+import json
+import logging
+import os
+import time
+import urllib.parse
+import urllib.request
+from typing import Any
+
+import anyio
+import numpy as np
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel, ConfigDict, Field, ValidationError
+
+from digitops.errors import DigitopsError
+from digitops.labeling.tasks import control_names, prediction
+from digitops.serving.predictor import ServedModel
+from digitops.serving.preprocess import ImageError, preprocess
+from digitops.serving.recorder import Recorder
+from digitops.store.layout import image_from_bytes
+from digitops.store.reader import read_blob
+
+log = logging.getLogger(__name__)
+
+PREFIX = "/label-studio"
+MAX_TASKS = 256
+MAX_BODY = 2 * 2**20
+MAX_IMAGE = 10 * 2**20
+FETCH_TIMEOUT_S = 10.0
+
+
+class Task(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    id: int | None = None
+    data: dict[str, Any] = Field(default_factory=dict)
+
+
+class PredictBody(BaseModel):
+    model_config = ConfigDict(extra="allow")
+
+    tasks: list[Task] = Field(max_length=MAX_TASKS)
+    label_config: str
+
+
+def add_label_studio_routes(app: FastAPI, served: ServedModel, recorder: Recorder | None) -> None:
+    """Mount the ML-backend protocol under `PREFIX`."""
+    studio = _StudioFiles()
+
+    def version() -> str:
+        predictor = served.predictor
+        return f"{predictor.name}/{predictor.version}"
+
+    @app.get(f"{PREFIX}/health", tags=["label-studio"])
+    async def health() -> dict[str, str]:
+        """Label Studio's health check of an ML backend."""
+        return {"status": "UP", "model_class": "digitops", "model_version": version()}
+
+    @app.post(f"{PREFIX}/setup", tags=["label-studio"])
+    async def setup() -> dict[str, str]:
+        """Label Studio's set-up call: the version whose predictions it will keep."""
+        return {"model_version": version()}
+
+    @app.post(f"{PREFIX}/predict", tags=["label-studio"])
+    async def predict(request: Request) -> JSONResponse:
+        """A pre-annotation for each task: the model's digit, its confidence as the score."""
+        body = await request.body()
+        if len(body) > MAX_BODY:
+            raise ImageError(f"the request body is over {MAX_BODY // 2**20} MiB", status=413)
+        try:
+            parsed = PredictBody.model_validate(json.loads(body))
+            names = control_names(parsed.label_config)
+        except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
+            message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
+            raise ImageError(f"not a Label Studio predict request: {message}", 422) from None
+        results = await anyio.to_thread.run_sync(_predict, served, recorder, studio, parsed, names)
+        return JSONResponse({"results": results, "model_version": version()})
+
+
+def _predict(
+    served: ServedModel,
+    recorder: Recorder | None,
+    studio: _StudioFiles,
+    body: PredictBody,
+    names: tuple[str, str, str],
+) -> list[dict[str, Any]]:
+    predictor = served.predictor
+    version = f"{predictor.name}/{predictor.version}"
+    choices, image, key = names
+    images: list[np.ndarray] = []
+    readable: list[int] = []
+    results: list[dict[str, Any]] = [{} for _ in body.tasks]
+    for i, task in enumerate(body.tasks):
+        try:
+            images.append(_image_of(task, key, recorder, studio))
+            readable.append(i)
+        except (DigitopsError, OSError, ValueError, KeyError) as exc:
+            log.warning("Label Studio task %s: no pre-annotation (%s)", task.id, exc)
+            results[i] = {"result": [], "score": 0.0, "model_version": version, "error": str(exc)}
+    if images:
+        for i, answer in zip(readable, predictor.predict(np.stack(images)), strict=True):
+            results[i] = prediction(answer.digit, answer.confidence, version, (choices, image))
+    return results
+
+
+def _image_of(task: Task, key: str, recorder: Recorder | None, studio: _StudioFiles) -> np.ndarray:
+    """The model's 28×28 float input for `task`."""
+    request_id = task.data.get("request_id")
+    if request_id and recorder is not None:
+        record = recorder.store.find(str(request_id))
+        stored = image_from_bytes(read_blob(recorder.store.backend, record["image_at"]))
+        return stored.astype(np.float32) / 255.0
+    value = task.data.get(key)
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"the task has no '{key}' to read")
+    if value.startswith("data:"):
+        header, _, encoded = value.partition(",")
+        if not header.endswith(";base64"):
+            raise ValueError("a data: URI that is not base64")
+        return preprocess(base64.b64decode(encoded, validate=True))
+    return preprocess(studio.fetch(value))
+
+
+class _StudioFiles:
+    """Files on the Label Studio server named in `LABEL_STUDIO_URL`, read with its API key.
+
+    Plain `urllib`: the Lambda image shares this app and has no httpx; two small GETs need no
+    more. A personal access token is exchanged for a short-lived access token, as the SDK does."""
+
+    def __init__(self) -> None:
+        self.url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
+        self.key = os.environ.get("LABEL_STUDIO_API_KEY", "")
+        self._access: tuple[str, float] | None = None
+
+    def fetch(self, value: str) -> bytes:
+        if not self.url:
+            raise ValueError(
+                "the image is on Label Studio; give the service LABEL_STUDIO_URL and "
+                "LABEL_STUDIO_API_KEY to read it"
+            )
+        url = urllib.parse.urljoin(self.url + "/", value)
+        if not url.startswith(self.url + "/"):
+            raise ValueError(f"the image is not on {self.url}; the service fetches nothing else")
+        request = urllib.request.Request(url, headers={"Authorization": self._authorization()})
+        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
+            data: bytes = answer.read(MAX_IMAGE + 1)
+        if len(data) > MAX_IMAGE:
+            raise ValueError(f"the image is over {MAX_IMAGE // 2**20} MiB")
+        return data
+
+    def _authorization(self) -> str:
+        if self.key.count(".") != 2:  # not a JWT: a legacy token
+            return f"Token {self.key}"
+        if self._access is None or self._access[1] < time.time():
+            request = urllib.request.Request(
+                f"{self.url}/api/token/refresh",
+                data=json.dumps({"refresh": self.key}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
+                access = json.loads(answer.read())["access"]
+            self._access = (access, time.time() + 240)  # access tokens live 5 minutes
+        return f"Bearer {self._access[0]}"
