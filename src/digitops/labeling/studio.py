@@ -7,6 +7,11 @@ project, so the tasks' `/data/local-files/?d=...` URLs load. Settings come from 
 variables Label Studio itself reads (`LABEL_STUDIO_URL`, `LABEL_STUDIO_API_KEY`: a personal
 access token or a legacy token) or from options.
 
+The REST API is called with httpx, not the Label Studio SDK: label-studio-sdk 2.0 requires
+opencv-python<5 (the GUI build, which needs libGL), and the project has Albumentations'
+opencv-python-headless 5; the two cannot share an environment, and the SDK's client is a
+generated wrapper over these same few endpoints.
+
 Nothing is half done: `push` reads every image before it talks to Label Studio and imports the
 tasks in one request; `pull` checks every annotation before it keeps any label, and keeps them
 all or none. Pulling again adds only what changed in Label Studio.
@@ -14,8 +19,6 @@ all or none. Pulling again adds only what changed in Label Studio.
 
 from __future__ import annotations
 
-import contextlib
-from collections.abc import Iterator
 from dataclasses import dataclass
 from datetime import datetime
 from pathlib import Path
@@ -29,6 +32,7 @@ from digitops.labeling.batches import Batch, batch_images
 from digitops.labeling.tasks import (
     CLASSES,
     IMAGE,
+    Credentials,
     choice_of,
     image_png,
     labeling_config,
@@ -80,23 +84,24 @@ class Studio:
                 "no Label Studio API key: set LABEL_STUDIO_API_KEY (a personal access token, "
                 "Account & Settings in Label Studio) or pass --api-key"
             )
-        from label_studio_sdk.client import LabelStudio
+        import httpx
 
         self.settings, self.title = settings, title
         self.url = settings.url.rstrip("/")
-        with self._talking():
-            self.client = LabelStudio(base_url=self.url, api_key=settings.api_key, timeout=30)
+        self.credentials = Credentials(self.url, settings.api_key)
+        self.http = httpx.Client(base_url=self.url, timeout=30)
 
     def project_id(self, create: bool = True) -> int:
         """The project named `title` (made, with the digit labeling config, if missing)."""
-        with self._talking():
-            for project in self.client.projects.list(title=self.title):
-                if project.title == self.title and project.id is not None:
-                    return int(project.id)
-            if not create:
-                raise LabelingError(f"{self.url}: no project '{self.title}' (digitops labels push)")
-            made = self.client.projects.create(title=self.title, label_config=labeling_config())
-        return int(made.id)
+        for project in self._pages("/api/projects", {"title": self.title}):
+            if project["title"] == self.title:  # the server matches titles by substring
+                return int(project["id"])
+        if not create:
+            raise LabelingError(f"{self.url}: no project '{self.title}' (digitops labels push)")
+        made = self._call(
+            "POST", "/api/projects", json={"title": self.title, "label_config": labeling_config()}
+        )
+        return int(made["id"])
 
     def push(self, uri: str, batch: Batch) -> Pushed:
         """Import `batch` as tasks, each with the model's answer as pre-annotation."""
@@ -108,36 +113,28 @@ class Studio:
             )
         images = batch_images(uri, batch)  # every image first: one gone, nothing imported
         project = self.project_id()
+        there = {str(t["data"].get("request_id")) for t in self._tasks(project, fields=None)}
+        self._storage(project, root / FOLDER)
+        version = f"{batch.content['model_name']}/{batch.content['model_version']}"
         folder = root / FOLDER / batch.batch_id
-        with self._talking():
-            there = self._request_ids(project)
-            self._storage(project, root / FOLDER)
-            tasks: list[Any] = []
-            for item, image in zip(batch.items, images, strict=True):
-                if item["request_id"] in there:
-                    continue
-                name = f"{item['request_id']}.png"
-                atomic_write_bytes(folder / name, image_png(image))
-                relative = (folder / name).relative_to(root)
-                tasks.append(
-                    {
-                        "data": {
-                            IMAGE: f"/data/local-files/?d={relative}",
-                            "request_id": item["request_id"],
-                            "batch": batch.batch_id,
-                            "uncertainty": item["uncertainty"],
-                        },
-                        "predictions": [
-                            prediction(
-                                item["predicted"],
-                                item["confidence"],
-                                f"{batch.content['model_name']}/{batch.content['model_version']}",
-                            )
-                        ],
-                    }
-                )
-            if tasks:  # one request: Label Studio imports all of them or none
-                self.client.projects.import_tasks(project, request=tasks)
+        tasks = []
+        for item, image in zip(batch.items, images, strict=True):
+            if item["request_id"] in there:
+                continue
+            path = folder / f"{item['request_id']}.png"
+            atomic_write_bytes(path, image_png(image))
+            data = {
+                IMAGE: f"/data/local-files/?d={path.relative_to(root)}",
+                "request_id": item["request_id"],
+                "batch": batch.batch_id,
+                "uncertainty": item["uncertainty"],
+            }
+            pre = prediction(item["predicted"], item["confidence"], version)
+            tasks.append({"data": data, "predictions": [pre]})
+        if tasks:  # one request: Label Studio imports all of them or none
+            self._call("POST", f"/api/projects/{project}/import", json=tasks)
+            # People labeling see the predictions of the project's model version only.
+            self._call("PATCH", f"/api/projects/{project}", json={"model_version": version})
         return Pushed(project, len(tasks), len(batch.items) - len(tasks))
 
     def pull(self, uri: str) -> Pulled:
@@ -145,35 +142,29 @@ class Studio:
         the annotator, the time), all or none; what was pulled before is not kept twice."""
         open_store(uri)  # an existing store: a writer would make one at a wrong path
         project = self.project_id(create=False)
-        with self._talking():
-            tasks = list(self.client.tasks.list(project=project, fields="all"))
-            emails = {user.id: user.email for user in self.client.users.list()}
+        emails = {user["id"]: user["email"] for user in self._call("GET", "/api/users")}
         found, not_ours = [], 0
-        for task in tasks:
-            data = task.data or {}
-            done = [a for a in task.annotations or [] if not _get(a, "was_cancelled")]
-            if "request_id" not in data:
+        for task in self._tasks(project, fields="all"):
+            done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
+            if "request_id" not in task["data"]:
                 not_ours += bool(done)
-                continue
-            if done:
-                found.append((task.id, data["request_id"], max(done, key=_when)))
+            elif done:
+                found.append((task["id"], str(task["data"]["request_id"]), max(done, key=_when)))
         writer = StoreWriter(uri, source=SOURCE)
         corrections, unchanged = [], 0
         for task_id, request, annotation in found:
-            label = choice_of(_get(annotation, "result") or [])
+            label = choice_of(annotation.get("result") or [])
             if label not in CLASSES:
                 raise LabelingError(
                     f"task {task_id} (request {request}): the annotation chose {label!r}, not one "
                     f"of the classes {', '.join(CLASSES)}; correct it in Label Studio and pull "
                     "again (nothing was pulled)"
                 )
-            reference = f"{self.url}/projects/{project}/annotations/{_get(annotation, 'id')}"
-            reference += f"@{_when(annotation).isoformat()}"
-            try:
-                history = writer.labels_of(request)
-            except StoreError as exc:
-                raise LabelingError(f"{exc} (nothing was pulled)") from None
-            if any(entry.get("reference") == reference for entry in history):
+            when = _when(annotation)
+            reference = (
+                f"{self.url}/projects/{project}/annotations/{annotation['id']}@{when.isoformat()}"
+            )
+            if any(entry.get("reference") == reference for entry in writer.labels_of(request)):
                 unchanged += 1
                 continue
             corrections.append(
@@ -181,10 +172,10 @@ class Studio:
                     request_id=request,
                     label=label,
                     source=SOURCE,
-                    replace=True,  # a reviewed label in Label Studio outranks a quick correction
-                    annotator=emails.get(_get(annotation, "completed_by"), "unknown"),
+                    replace=True,  # a label given in Label Studio outranks a quick correction
+                    annotator=emails.get(annotation.get("completed_by"), "unknown"),
                     reference=reference,
-                    labeled_at=_when(annotation).timestamp(),
+                    labeled_at=when.timestamp(),
                 )
             )
         try:
@@ -198,68 +189,91 @@ class Studio:
         checks it answers, and asks it for pre-annotations of new tasks. Returns its id."""
         url = service.rstrip("/") + "/label-studio"
         project = self.project_id()
-        with self._talking():
-            for backend in self.client.ml.list(project=project):
-                if backend.url == url and backend.id is not None:
-                    return int(backend.id)
-            made = self.client.ml.create(
-                url=url, project=project, title="digitops", is_interactive=False
+        backends = self._call("GET", "/api/ml", params={"project": project})
+        backend = next((b for b in backends if b["url"] == url), None)
+        if backend is None:
+            backend = self._call(
+                "POST",
+                "/api/ml",
+                json={"url": url, "project": project, "title": "digitops", "is_interactive": False},
             )
-            self.client.projects.update(project, model_version=made.title or "digitops")
-        return int(made.id)
+        if backend.get("model_version"):  # people labeling see this version's predictions
+            update = {"model_version": backend["model_version"]}
+            self._call("PATCH", f"/api/projects/{project}", json=update)
+        return int(backend["id"])
 
-    def _request_ids(self, project: int) -> set[str]:
-        return {
-            str(task.data["request_id"])
-            for task in self.client.tasks.list(project=project)
-            if task.data and "request_id" in task.data
-        }
+    def _tasks(self, project: int, fields: str | None) -> list[dict[str, Any]]:
+        params: dict[str, Any] = {"project": project}
+        if fields:
+            params["fields"] = fields
+        return self._pages("/api/tasks", params)
 
     def _storage(self, project: int, folder: Path) -> None:
         """A local-files storage for `folder`: Label Studio serves only files under one."""
         folder.mkdir(parents=True, exist_ok=True)
-        for storage in self.client.import_storage.local.list(project=project):
-            if storage.path == str(folder):
-                return
-        self.client.import_storage.local.create(
-            project=project, path=str(folder), title="digitops batches", use_blob_urls=True
-        )
+        storages = self._call("GET", "/api/storages/localfiles", params={"project": project})
+        if not any(storage["path"] == str(folder) for storage in storages):
+            self._call(
+                "POST",
+                "/api/storages/localfiles",
+                json={
+                    "project": project,
+                    "path": str(folder),
+                    "title": "digitops batches",
+                    "use_blob_urls": True,
+                },
+            )
 
-    @contextlib.contextmanager
-    def _talking(self) -> Iterator[None]:
-        """Label Studio's failures as one line each."""
+    def _pages(self, path: str, params: dict[str, Any], size: int = 500) -> list[dict[str, Any]]:
+        """Every item of a paged list (`results` of projects, `tasks` of tasks)."""
+        found: list[dict[str, Any]] = []
+        page = 1
+        while True:
+            answer = self._call("GET", path, params=params | {"page": page, "page_size": size})
+            items = (
+                answer
+                if isinstance(answer, list)
+                else answer.get("results", answer.get("tasks", []))
+            )
+            found += items
+            total = answer.get("total", answer.get("count")) if isinstance(answer, dict) else None
+            if len(items) < size or (total is not None and len(found) >= total):
+                return found
+            page += 1
+
+    def _call(self, method: str, path: str, **kwargs: Any) -> Any:
+        """One API call; Label Studio's failures as one line each."""
+        import urllib.error
+
         import httpx
-        from label_studio_sdk.core.api_error import ApiError
 
         try:
-            yield
-        except httpx.TransportError as exc:
+            headers = {"Authorization": self.credentials.header()}
+            answer = self.http.request(method, path, headers=headers, **kwargs)
+        except urllib.error.HTTPError as exc:  # the personal access token was refused
+            raise self._refused(exc.code) from None
+        except (httpx.TransportError, urllib.error.URLError) as exc:
+            reason = getattr(exc, "reason", exc)
             raise LabelingError(
-                f"cannot reach Label Studio at {self.url} ({type(exc).__name__}: {exc}); "
-                "is it running (label-studio start)?"
+                f"cannot reach Label Studio at {self.url} ({reason}); is it running "
+                "(label-studio start)?"
             ) from None
-        except ApiError as exc:
-            if exc.status_code in (401, 403):
-                raise LabelingError(
-                    f"Label Studio at {self.url} refused the API key ({exc.status_code}): use a "
-                    "personal access token from Account & Settings (LABEL_STUDIO_API_KEY)"
-                ) from None
+        if answer.status_code == 401:
+            raise self._refused(answer.status_code)
+        if answer.is_error:
             raise LabelingError(
-                f"Label Studio at {self.url} answered {exc.status_code}: {_detail(exc.body)}"
-            ) from None
+                f"Label Studio at {self.url} answered {method} {path} with "
+                f"{answer.status_code}: {answer.text[:300]}"
+            )
+        return answer.json() if answer.content else None
+
+    def _refused(self, status: int) -> LabelingError:
+        return LabelingError(
+            f"Label Studio at {self.url} refused the API key ({status}): use a personal access "
+            "token from Account & Settings (LABEL_STUDIO_API_KEY or --api-key)"
+        )
 
 
-def _get(item: Any, name: str) -> Any:
-    """A field of an annotation (a dict or an SDK model, depending on the call)."""
-    return item.get(name) if isinstance(item, dict) else getattr(item, name, None)
-
-
-def _when(annotation: Any) -> datetime:
-    value = _get(annotation, "updated_at") or _get(annotation, "created_at")
-    return value if isinstance(value, datetime) else datetime.fromisoformat(str(value))
-
-
-def _detail(body: Any) -> str:
-    if isinstance(body, dict):
-        return str(body.get("detail") or body.get("validation_errors") or body)[:300]
-    return str(body)[:300]
+def _when(annotation: dict[str, Any]) -> datetime:
+    value = str(annotation.get("updated_at") or annotation.get("created_at"))
+    return datetime.fromisoformat(value.replace("Z", "+00:00"))

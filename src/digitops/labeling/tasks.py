@@ -10,6 +10,9 @@ the store rather than fetching it.
 from __future__ import annotations
 
 import io
+import json
+import time
+import urllib.request
 from typing import Any
 from xml.etree import ElementTree  # the config comes from Label Studio; expat refuses entity bombs
 
@@ -82,3 +85,31 @@ def image_png(image: np.ndarray, scale: int = SCALE) -> bytes:
     buffer = io.BytesIO()
     Image.fromarray(big).save(buffer, format="PNG", optimize=True)
     return buffer.getvalue()
+
+
+class Credentials:
+    """The `Authorization` header Label Studio takes for an API key: a legacy token as it is; a
+    personal access token (a JWT refresh token) exchanged at `/api/token/refresh` for an access
+    token of five minutes, renewed before it lapses. Plain urllib: the service's ML backend
+    shares this and the Lambda image has no httpx. Raises `urllib.error.HTTPError` (401: a
+    refused key) and `urllib.error.URLError` (Label Studio unreachable), both `OSError`s."""
+
+    RENEW_S = 240.0
+
+    def __init__(self, url: str, key: str, timeout_s: float = 10.0) -> None:
+        self.url, self.key, self.timeout_s = url.rstrip("/"), key, timeout_s
+        self._access: tuple[str, float] | None = None
+
+    def header(self) -> str:
+        if self.key.count(".") != 2:  # not a JWT: a legacy token
+            return f"Token {self.key}"
+        if self._access is None or self._access[1] < time.monotonic():
+            request = urllib.request.Request(
+                f"{self.url}/api/token/refresh",
+                data=json.dumps({"refresh": self.key}).encode(),
+                headers={"Content-Type": "application/json"},
+            )
+            with urllib.request.urlopen(request, timeout=self.timeout_s) as answer:
+                access = str(json.loads(answer.read())["access"])
+            self._access = (access, time.monotonic() + self.RENEW_S)
+        return f"Bearer {self._access[0]}"

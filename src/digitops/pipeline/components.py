@@ -33,9 +33,15 @@ STAGES = ("prepare", "tune", "train", "evaluate", "explain", "drift", "register"
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
 def prepare(
-    source: str, limit: int, prepare_seed: int, dataset: Output[Dataset], stats: Output[Metrics]
+    source: str,
+    mnist_ratio: float,
+    limit: int,
+    prepare_seed: int,
+    dataset: Output[Dataset],
+    stats: Output[Metrics],
 ) -> None:
-    """Build the versioned dataset directory (limit 0 = all images)."""
+    """Build the versioned dataset directory (limit 0 = all images; a request-store source is
+    its labeled images, with `mnist_ratio` MNIST images per production image mixed in)."""
     from pathlib import Path
 
     from digitops.config import load_config
@@ -43,7 +49,9 @@ def prepare(
     from digitops.results import log_to_kfp
     from digitops.stages import prepare as stage
 
-    values = config_values(source=source, limit=limit, prepare_seed=prepare_seed)
+    values = config_values(
+        source=source, mnist_ratio=mnist_ratio, limit=limit, prepare_seed=prepare_seed
+    )
     result = stage.run(load_config(values=values), Path(dataset.path))
     dataset.metadata.update(version=result.version, classes=len(result.class_names))
     log_to_kfp(result, stats)

@@ -43,6 +43,7 @@ def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.
 )
 def digits_pipeline(
     source: str = DEFAULTS["source"],
+    mnist_ratio: float = DEFAULTS["mnist_ratio"],
     limit: int = DEFAULTS["limit"],
     prepare_seed: int = DEFAULTS["prepare_seed"],
     tune_trials: int = DEFAULTS["tune_trials"],
@@ -58,7 +59,9 @@ def digits_pipeline(
     smoke_min_accuracy: float = DEFAULTS["smoke_min_accuracy"],
     mlflow_tracking_uri: str = DEFAULTS["mlflow_tracking_uri"],
 ) -> None:
-    """Parameters (defaults: `digitops.config.Config`): data source, image limit (0 = all), the
+    """Parameters (defaults: `digitops.config.Config`): data source (a request store: its
+    labeled production images, with `mnist_ratio` MNIST images per production image), image
+    limit (0 = all), the
     split seed, search trials (0 = train on the configured hyper-parameters) and seed, epochs,
     the training seed, accuracy threshold, the data to check for drift (a path the tasks can
     read; empty = the test split), whether drift blocks promotion, approval ('manual': a person
@@ -66,7 +69,9 @@ def digits_pipeline(
     version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy it must
     reach there, and the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite)."""
     prepared = _configure(
-        components.prepare(source=source, limit=limit, prepare_seed=prepare_seed),
+        components.prepare(
+            source=source, mnist_ratio=mnist_ratio, limit=limit, prepare_seed=prepare_seed
+        ),
         cpu="1",
         memory="2Gi",
         name="prepare",

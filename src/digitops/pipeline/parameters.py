@@ -13,6 +13,7 @@ from digitops.config import Config, value_at
 
 PARAMETERS = {
     "source": "prepare.source",
+    "mnist_ratio": "prepare.mnist_ratio",
     "limit": "prepare.limit",
     "prepare_seed": "prepare.seed",
     "tune_trials": "tune.trials",

@@ -21,7 +21,6 @@ import base64
 import json
 import logging
 import os
-import time
 import urllib.parse
 import urllib.request
 from typing import Any
@@ -33,7 +32,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from digitops.errors import DigitopsError
-from digitops.labeling.tasks import control_names, prediction
+from digitops.labeling.tasks import Credentials, control_names, prediction
 from digitops.serving.predictor import ServedModel
 from digitops.serving.preprocess import ImageError, preprocess
 from digitops.serving.recorder import Recorder
@@ -142,15 +141,12 @@ def _image_of(task: Task, key: str, recorder: Recorder | None, studio: _StudioFi
 
 
 class _StudioFiles:
-    """Files on the Label Studio server named in `LABEL_STUDIO_URL`, read with its API key.
-
-    Plain `urllib`: the Lambda image shares this app and has no httpx; two small GETs need no
-    more. A personal access token is exchanged for a short-lived access token, as the SDK does."""
+    """Files on the Label Studio server named in `LABEL_STUDIO_URL`, read with its API key
+    (`LABEL_STUDIO_API_KEY`). Plain urllib: the Lambda image shares this app and has no httpx."""
 
     def __init__(self) -> None:
         self.url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
-        self.key = os.environ.get("LABEL_STUDIO_API_KEY", "")
-        self._access: tuple[str, float] | None = None
+        self.credentials = Credentials(self.url, os.environ.get("LABEL_STUDIO_API_KEY", ""))
 
     def fetch(self, value: str) -> bytes:
         if not self.url:
@@ -161,23 +157,10 @@ class _StudioFiles:
         url = urllib.parse.urljoin(self.url + "/", value)
         if not url.startswith(self.url + "/"):
             raise ValueError(f"the image is not on {self.url}; the service fetches nothing else")
-        request = urllib.request.Request(url, headers={"Authorization": self._authorization()})
+        headers = {"Authorization": self.credentials.header()}
+        request = urllib.request.Request(url, headers=headers)
         with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
             data: bytes = answer.read(MAX_IMAGE + 1)
         if len(data) > MAX_IMAGE:
             raise ValueError(f"the image is over {MAX_IMAGE // 2**20} MiB")
         return data
-
-    def _authorization(self) -> str:
-        if self.key.count(".") != 2:  # not a JWT: a legacy token
-            return f"Token {self.key}"
-        if self._access is None or self._access[1] < time.time():
-            request = urllib.request.Request(
-                f"{self.url}/api/token/refresh",
-                data=json.dumps({"refresh": self.key}).encode(),
-                headers={"Content-Type": "application/json"},
-            )
-            with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
-                access = json.loads(answer.read())["access"]
-            self._access = (access, time.time() + 240)  # access tokens live 5 minutes
-        return f"Bearer {self._access[0]}"

@@ -14,7 +14,7 @@ from digitops.stages import prepare
 from digitops.store.layout import image_hash
 from digitops.store.writer import Correction, StoreWriter
 
-from ...conftest import make_config
+from ...conftest import REPO, make_config
 from .test_store import CLASSES, keep
 
 
@@ -79,3 +79,22 @@ def test_a_ratio_without_a_store_and_an_unlabeled_store_are_refused(tmp_path: Pa
     with pytest.raises(DataError, match="no labeled image yet"):
         prepare.run(make_config(tmp_path, f"prepare.source={writer.uri}"), tmp_path / "y")
     assert not (tmp_path / "y").exists()
+
+
+@pytest.mark.slow
+def test_the_compiled_prepare_task_takes_a_store_and_mixes_mnist_in(tmp_path: Path, store):
+    """A labeled batch goes straight to a KFP run: `source` and `mnist_ratio` are pipeline
+    parameters, and the prepare component (as compiled, run by the KFP local runner) builds
+    its dataset from the store."""
+    import yaml
+    from kfp import components, local
+
+    uri, labeled = store
+    local.init(runner=local.SubprocessRunner(use_venv=False), pipeline_root=str(tmp_path))
+    task = components.load_component_from_file(str(REPO / "components" / "prepare.yaml"))
+    done = task(source=uri, mnist_ratio=2.0, limit=0, prepare_seed=0)
+    splits = dataset_images(Path(done.outputs["dataset"].path))
+    every = [h for hashes in splits.values() for h in hashes]
+    assert set(labeled) <= set(every) and len(every) == 30 * 3
+    pipeline = next(yaml.safe_load_all((REPO / "pipelines" / "digits.yaml").read_text()))
+    assert {"source", "mnist_ratio"} <= set(pipeline["root"]["inputDefinitions"]["parameters"])

@@ -1,0 +1,95 @@
+"""The service's Label Studio ML-backend endpoints, in process: health, setup, and a
+pre-annotation per task whatever the image's form; bad requests are 4xx JSON."""
+
+import base64
+import io
+
+import numpy as np
+import pytest
+from fastapi.testclient import TestClient
+from PIL import Image
+
+from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
+from digitops.labeling.tasks import choice_of, labeling_config
+from digitops.serving.app import create_app
+from digitops.serving.predictor import load_predictor
+from digitops.store.writer import StoreWriter
+
+from ..store.test_store import keep
+
+
+@pytest.fixture(scope="module")
+def service(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
+    predictor = load_predictor(str(trained.model_dir))
+    writer = StoreWriter(str(tmp_path_factory.mktemp("ml") / "store"), "service")
+    with TestClient(create_app(predictor, writer)) as client:
+        yield client, predictor, writer
+
+
+def png(image: np.ndarray) -> bytes:
+    buffer = io.BytesIO()
+    Image.fromarray(255 - image).save(buffer, format="PNG")
+    return buffer.getvalue()
+
+
+def test_label_studio_validates_the_backend(service):
+    client, predictor, _ = service
+    health = client.get("/label-studio/health")
+    assert health.status_code == 200 and health.json()["status"] == "UP"
+    setup = client.post(
+        "/label-studio/setup", json={"project": "1.1700000000", "schema": "<View/>"}
+    )
+    assert setup.json() == {"model_version": f"{predictor.name}/{predictor.version}"}
+
+
+def test_each_task_gets_the_models_answer_as_pre_annotation(service):
+    client, predictor, writer = service
+    idx = load_idx_dir(BUNDLED_MNIST)
+    stored = keep(writer, idx.test_images[:1])[0]
+    drawn = base64.b64encode(png(idx.test_images[1])).decode()
+    tasks = [
+        {"id": 1, "data": {"image": "/data/local-files/?d=x.png", "request_id": stored}},
+        {"id": 2, "data": {"image": f"data:image/png;base64,{drawn}"}},
+        {"id": 3, "data": {"image": "/data/upload/1/elsewhere.png"}},
+    ]
+    body = {"tasks": tasks, "label_config": labeling_config(), "project": "1.1", "params": {}}
+    answer = client.post("/label-studio/predict", json=body)
+    assert answer.status_code == 200, answer.text
+    results = answer.json()["results"]
+    assert len(results) == 3
+    version = f"{predictor.name}/{predictor.version}"
+    expected = predictor.predict(idx.test_images[:2].astype(np.float32) / 255)
+    for n, (result, truth) in enumerate(zip(results[:2], expected, strict=True)):
+        assert choice_of(result["result"]) == truth.digit == str(idx.test_labels[n])
+        assert result["score"] == pytest.approx(truth.confidence, abs=1e-3)
+        assert result["model_version"] == version
+        assert result["result"][0]["to_name"] == "image"
+    assert results[2]["result"] == [] and "LABEL_STUDIO_URL" in results[2]["error"]
+
+
+def test_the_projects_own_tag_names_are_used(service):
+    client, _, _ = service
+    config = (
+        '<View><Image name="photo" value="$img"/><Choices name="number" toName="photo">'
+        '<Choice value="7"/></Choices></View>'
+    )
+    drawn = base64.b64encode(png(load_idx_dir(BUNDLED_MNIST).test_images[0])).decode()
+    tasks = [{"id": 1, "data": {"img": f"data:image/png;base64,{drawn}"}}]
+    result = client.post("/label-studio/predict", json={"tasks": tasks, "label_config": config})
+    region = result.json()["results"][0]["result"][0]
+    assert (region["from_name"], region["to_name"]) == ("number", "photo")
+
+
+@pytest.mark.parametrize(
+    ("body", "message"),
+    [
+        ({"tasks": "x", "label_config": labeling_config()}, "not a Label Studio predict request"),
+        ({"tasks": [], "label_config": "<View"}, "not valid XML"),
+        ({"tasks": [], "label_config": "<View><Text name='t' value='$t'/></View>"}, "no <Choices>"),
+    ],
+)
+def test_a_bad_predict_request_is_a_4xx_json_error(service, body, message):
+    client, _, _ = service
+    answer = client.post("/label-studio/predict", json=body)
+    assert answer.status_code == 422 and message in answer.json()["error"]
+    assert client.post("/label-studio/predict", content=b"{").status_code == 422
