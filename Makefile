@@ -106,6 +106,7 @@ bench: install
 	$(BIN)/python benchmarks/serve_latency.py
 	$(BIN)/python benchmarks/store_overhead.py
 	$(BIN)/python benchmarks/lambda_cold_start.py
+	$(BIN)/python benchmarks/active_learning.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build): every extra,
 # so the one lock constrains each face's install (`pip install 'digitops[serve]' -c ...`).
