@@ -29,6 +29,7 @@ import statistics
 import subprocess
 import sys
 import time
+from importlib.metadata import version
 from pathlib import Path
 
 import numpy as np
@@ -40,7 +41,7 @@ from digitops.config import Config
 from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
 from digitops.labeling.select import STRATEGIES, choose, score
 from digitops.model.cnn import DigitCNN
-from digitops.serving.preprocess import preprocess
+from digitops.serving.preprocess import ImageError, preprocess
 
 FONTS = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVu*.ttf"))
 CANVAS = 160
@@ -76,7 +77,7 @@ def render(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
         page.save(encoded, format="JPEG", quality=int(rng.integers(60, 95)))
         try:
             pixels = preprocess(encoded.getvalue())
-        except ValueError:  # a digit pushed off the page: draw another
+        except ImageError:  # a digit pushed off the page: draw another
             continue
         images.append(np.round(pixels * 255).astype(np.uint8))
         labels.append(digit)
@@ -249,7 +250,13 @@ def main() -> None:
             ["git", "rev-parse", "--short", "HEAD"], capture_output=True, text=True
         ).stdout.strip(),
         "date": time.strftime("%Y-%m-%d"),
-        "machine": {"cpus": torch.get_num_threads(), "python": platform.python_version()},
+        "machine": {
+            "cpus": torch.get_num_threads(),
+            "python": platform.python_version(),
+            "torch": torch.__version__,
+            "numpy": np.__version__,
+            "scikit-learn": version("scikit-learn"),
+        },
         "settings": {k: v for k, v in vars(args).items() if k != "out"},
         "before": before,
         "retrained_without_labels": no_labels,

@@ -112,6 +112,12 @@ def select(
         str | None,
         typer.Option(help="The model that scores the pool (default: as for `serve`)."),
     ] = None,
+    requeue: Annotated[
+        bool,
+        typer.Option(
+            "--requeue", help="Pick among images queued before too (batches never labeled)."
+        ),
+    ] = False,
 ) -> None:
     """Queue the stored, unlabeled images most worth a person's label."""
     from digitops.errors import DigitopsError
@@ -125,13 +131,12 @@ def select(
         )
     predictor = load_predictor(model_or_default(model))
     scorer = batches.Model(predictor.classifier, predictor.name, predictor.version)
-    batch = batches.select(store, scorer, budget, strategy, measure, seed)
+    batch = batches.select(store, scorer, budget, strategy, measure, seed, requeue=requeue)
     items = batch.items
-    wrong = sum(item["uncertainty"] > 0.5 for item in items)
+    median = sorted(item[measure] for item in items)[len(items) // 2]
     typer.echo(
         f"batch {batch.batch_id}: {len(items)} of {batch.pool} unlabeled images "
-        f"({strategy}, {measure}), {wrong} the model is more unsure of than not; "
-        f"in {store}/queue/{batch.batch_id}.json"
+        f"({strategy}; median {measure} {median:.3f}) in {store}/queue/{batch.batch_id}.json"
     )
     for item in items[:10]:
         typer.echo(
@@ -197,6 +202,7 @@ def labels_pull(
         f"{done.added} labels kept from {studio.url}/projects/{done.project_id}, "
         f"{done.unchanged} pulled before"
         + (f", {done.not_ours} annotated tasks not from the store" if done.not_ours else "")
+        + (f", {done.gone} labels whose annotation is gone (kept)" if done.gone else "")
     )
 
 

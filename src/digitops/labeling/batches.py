@@ -58,14 +58,19 @@ def select(
     measure: Measure = "margin",
     seed: int = 0,
     pool_limit: int = POOL_LIMIT,
+    requeue: bool = False,
 ) -> Batch:
-    """Pick `budget` unlabeled, unqueued images of the store at `uri` and queue them."""
+    """Pick `budget` unlabeled images of the store at `uri` (not queued in an earlier batch,
+    unless `requeue`) and queue them."""
     if budget < 1:
         raise DataError(f"--budget {budget}: pick at least one image")
     backend = open_store(uri)
-    candidates = _pool(backend, pool_limit)
+    candidates = _pool(backend, pool_limit, requeue)
     if not candidates:
-        raise DataError(f"{uri}: every stored image is labeled or queued; nothing to select")
+        raise DataError(
+            f"{uri}: every image of the latest {pool_limit} requests is labeled or queued; "
+            "nothing to select (--requeue picks among queued ones again)"
+        )
     images = np.stack([_image(backend, record) for record in candidates])
     logits, embeddings = model.classifier.outputs(images)
     if strategy == "uncertainty-diversity" and embeddings is None:
@@ -134,17 +139,19 @@ def _batches(backend: Backend) -> list[Batch]:
         if key.endswith(".json") and (data := backend.get(key)) is not None:
             try:
                 content = json.loads(data)
-            except ValueError:
+                found.append(Batch(content["batch"], backend.uri, content["pool"], content))
+            except (ValueError, KeyError, TypeError):
                 raise StoreError(f"{backend.uri}: {key} is not a whole batch") from None
-            found.append(Batch(content["batch"], backend.uri, content["pool"], content))
     return sorted(found, key=lambda b: b.batch_id)
 
 
-def _pool(backend: Backend, limit: int) -> list[dict[str, Any]]:
-    """The first request of each stored image that is neither labeled nor queued."""
+def _pool(backend: Backend, limit: int, requeue: bool) -> list[dict[str, Any]]:
+    """The first request (of the latest `limit`) of each stored image that is neither labeled
+    nor, unless `requeue`, queued."""
     records = read_lines(backend, "records/")[-limit:]
     labeled = {entry["image"] for entry in labels_in_force(read_lines(backend, "labels/")).values()}
-    queued = {item["image"] for batch in _batches(backend) for item in batch.items}
+    batches = [] if requeue else _batches(backend)
+    queued = {item["image"] for batch in batches for item in batch.items}
     pool: dict[str, dict[str, Any]] = {}
     for record in records:
         digest = record["image"]

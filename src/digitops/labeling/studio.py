@@ -1,5 +1,6 @@
-"""Label Studio, through its SDK: a labeling batch in as tasks with pre-annotations, finished
-annotations back into the request store as labels, the service connected as ML backend.
+"""Label Studio, through its REST API: a labeling batch in as tasks with pre-annotations,
+finished annotations back into the request store as labels, the service connected as ML
+backend.
 
 Images reach Label Studio as local files: `push` writes each one as a PNG under Label Studio's
 `LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT` and adds a local-files storage for that folder to the
@@ -14,7 +15,9 @@ generated wrapper over these same few endpoints.
 
 Nothing is half done: `push` reads every image before it talks to Label Studio and imports the
 tasks in one request; `pull` checks every annotation before it keeps any label, and keeps them
-all or none. Pulling again adds only what changed in Label Studio.
+all or none. Pulling again adds only what changed in Label Studio: an annotation is kept again
+only when it differs from the last one pulled for its request. A label whose annotation was
+deleted in Label Studio stays in the store (labels are never deleted) and is counted.
 """
 
 from __future__ import annotations
@@ -38,7 +41,8 @@ from digitops.labeling.tasks import (
     labeling_config,
     prediction,
 )
-from digitops.store.reader import open_store
+from digitops.store.backends import Backend
+from digitops.store.reader import open_store, read_lines
 from digitops.store.writer import Correction, StoreWriter
 
 PROJECT = "digitops digits"
@@ -73,6 +77,7 @@ class Pulled:
     added: int
     unchanged: int
     not_ours: int  # tasks made in Label Studio without a stored request
+    gone: int  # requests labeled from an annotation since deleted in Label Studio (kept)
 
 
 class Studio:
@@ -88,20 +93,23 @@ class Studio:
 
         self.settings, self.title = settings, title
         self.url = settings.url.rstrip("/")
+        if not self.url.startswith(("http://", "https://")):
+            raise LabelingError(
+                f"{settings.url}: Label Studio's URL starts with http:// or https://"
+            )
         self.credentials = Credentials(self.url, settings.api_key)
         self.http = httpx.Client(base_url=self.url, timeout=30)
+        self.page_size = 500
 
     def project_id(self, create: bool = True) -> int:
         """The project named `title` (made, with the digit labeling config, if missing)."""
         for project in self._pages("/api/projects", {"title": self.title}):
-            if project["title"] == self.title:  # the server matches titles by substring
+            if project.get("title") == self.title:  # the server matches titles by substring
                 return int(project["id"])
         if not create:
             raise LabelingError(f"{self.url}: no project '{self.title}' (digitops labels push)")
-        made = self._call(
-            "POST", "/api/projects", json={"title": self.title, "label_config": labeling_config()}
-        )
-        return int(made["id"])
+        config = {"title": self.title, "label_config": labeling_config()}
+        return int(self._call("POST", "/api/projects", json=config)["id"])
 
     def push(self, uri: str, batch: Batch) -> Pushed:
         """Import `batch` as tasks, each with the model's answer as pre-annotation."""
@@ -113,7 +121,7 @@ class Studio:
             )
         images = batch_images(uri, batch)  # every image first: one gone, nothing imported
         project = self.project_id()
-        there = {str(t["data"].get("request_id")) for t in self._tasks(project, fields=None)}
+        there = {str(t.get("data", {}).get("request_id")) for t in self._tasks(project, None)}
         self._storage(project, root / FOLDER)
         version = f"{batch.content['model_name']}/{batch.content['model_version']}"
         folder = root / FOLDER / batch.batch_id
@@ -122,7 +130,7 @@ class Studio:
             if item["request_id"] in there:
                 continue
             path = folder / f"{item['request_id']}.png"
-            atomic_write_bytes(path, image_png(image))
+            _write(path, image_png(image))
             data = {
                 IMAGE: f"/data/local-files/?d={path.relative_to(root)}",
                 "request_id": item["request_id"],
@@ -133,26 +141,38 @@ class Studio:
             tasks.append({"data": data, "predictions": [pre]})
         if tasks:  # one request: Label Studio imports all of them or none
             self._call("POST", f"/api/projects/{project}/import", json=tasks)
-            # People labeling see the predictions of the project's model version only.
+            # People labeling see the predictions of the project's model version only (and
+            # Label Studio takes only a version it holds predictions of: after the import).
             self._call("PATCH", f"/api/projects/{project}", json={"model_version": version})
         return Pushed(project, len(tasks), len(batch.items) - len(tasks))
 
     def pull(self, uri: str) -> Pulled:
         """Keep every finished annotation as a label of its request (source `label-studio`,
         the annotator, the time), all or none; what was pulled before is not kept twice."""
-        open_store(uri)  # an existing store: a writer would make one at a wrong path
+        backend = open_store(uri)  # an existing store: a writer would make one at a wrong path
         project = self.project_id(create=False)
-        emails = {user["id"]: user["email"] for user in self._call("GET", "/api/users")}
-        found, not_ours = [], 0
-        for task in self._tasks(project, fields="all"):
-            done = [a for a in task.get("annotations") or [] if not a.get("was_cancelled")]
-            if "request_id" not in task["data"]:
-                not_ours += bool(done)
-            elif done:
-                found.append((task["id"], str(task["data"]["request_id"]), max(done, key=_when)))
-        writer = StoreWriter(uri, source=SOURCE)
+        emails = {user.get("id"): user.get("email") for user in self._pages("/api/users", {})}
+        latest: dict[str, tuple[int, dict[str, Any]]] = {}  # request -> (task, annotation)
+        not_ours = 0
+        for task in self._tasks(project, "all"):
+            request = (task.get("data") or {}).get("request_id")
+            done = [
+                a
+                for a in task.get("annotations") or []
+                if not a.get("was_cancelled") and (a.get("updated_at") or a.get("created_at"))
+            ]
+            if not done:
+                continue
+            if request is None:
+                not_ours += 1
+                continue
+            annotation = max(done, key=_when)
+            known = latest.get(str(request))
+            if known is None or _when(annotation) > _when(known[1]):
+                latest[str(request)] = (int(task["id"]), annotation)
+        pulled = _pulled(backend, project)
         corrections, unchanged = [], 0
-        for task_id, request, annotation in found:
+        for request, (task_id, annotation) in sorted(latest.items()):
             label = choice_of(annotation.get("result") or [])
             if label not in CLASSES:
                 raise LabelingError(
@@ -161,10 +181,8 @@ class Studio:
                     "again (nothing was pulled)"
                 )
             when = _when(annotation)
-            reference = (
-                f"{self.url}/projects/{project}/annotations/{annotation['id']}@{when.isoformat()}"
-            )
-            if any(entry.get("reference") == reference for entry in writer.labels_of(request)):
+            reference = f"{_project_ref(project)}/annotations/{annotation['id']}@{when.isoformat()}"
+            if pulled.get(request) == reference:
                 unchanged += 1
                 continue
             corrections.append(
@@ -173,24 +191,25 @@ class Studio:
                     label=label,
                     source=SOURCE,
                     replace=True,  # a label given in Label Studio outranks a quick correction
-                    annotator=emails.get(annotation.get("completed_by"), "unknown"),
+                    annotator=emails.get(annotation.get("completed_by")) or "unknown",
                     reference=reference,
                     labeled_at=when.timestamp(),
                 )
             )
         try:
-            writer.label(corrections, CLASSES)
+            StoreWriter(uri, source=SOURCE).label(corrections, CLASSES)
         except StoreError as exc:  # a request (and its image) gone from the store, a full disk
             raise LabelingError(f"{exc} (nothing was pulled)") from None
-        return Pulled(project, len(corrections), unchanged, not_ours)
+        gone = len(set(pulled) - set(latest))
+        return Pulled(project, len(corrections), unchanged, not_ours, gone)
 
     def connect(self, service: str) -> int:
         """Connect the digitops service at `service` as the project's ML backend: Label Studio
         checks it answers, and asks it for pre-annotations of new tasks. Returns its id."""
         url = service.rstrip("/") + "/label-studio"
         project = self.project_id()
-        backends = self._call("GET", "/api/ml", params={"project": project})
-        backend = next((b for b in backends if b["url"] == url), None)
+        backends = self._pages("/api/ml", {"project": project})
+        backend = next((b for b in backends if b.get("url") == url), None)
         if backend is None:
             backend = self._call(
                 "POST",
@@ -210,34 +229,40 @@ class Studio:
 
     def _storage(self, project: int, folder: Path) -> None:
         """A local-files storage for `folder`: Label Studio serves only files under one."""
-        folder.mkdir(parents=True, exist_ok=True)
-        storages = self._call("GET", "/api/storages/localfiles", params={"project": project})
-        if not any(storage["path"] == str(folder) for storage in storages):
-            self._call(
-                "POST",
-                "/api/storages/localfiles",
-                json={
-                    "project": project,
-                    "path": str(folder),
-                    "title": "digitops batches",
-                    "use_blob_urls": True,
-                },
-            )
+        try:
+            folder.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise LabelingError(
+                f"{folder}: cannot write the images there ({exc.strerror})"
+            ) from None
+        storages = self._pages("/api/storages/localfiles", {"project": project})
+        if not any(storage.get("path") == str(folder) for storage in storages):
+            storage = {
+                "project": project,
+                "path": str(folder),
+                "title": "digitops batches",
+                "use_blob_urls": True,
+            }
+            self._call("POST", "/api/storages/localfiles", json=storage)
 
-    def _pages(self, path: str, params: dict[str, Any], size: int = 500) -> list[dict[str, Any]]:
-        """Every item of a paged list (`results` of projects, `tasks` of tasks)."""
+    def _pages(self, path: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        """Every item of a list: a plain list, or pages (`results` and `next`, or `tasks` and
+        `total`) followed to the last, whatever page size the server allows."""
         found: list[dict[str, Any]] = []
         page = 1
         while True:
-            answer = self._call("GET", path, params=params | {"page": page, "page_size": size})
-            items = (
-                answer
-                if isinstance(answer, list)
-                else answer.get("results", answer.get("tasks", []))
+            answer = self._call(
+                "GET", path, params=params | {"page": page, "page_size": self.page_size}
             )
+            if isinstance(answer, list):
+                return found + answer
+            if not isinstance(answer, dict):
+                raise LabelingError(f"Label Studio at {self.url}: {path} is not a list")
+            items = answer.get("results", answer.get("tasks")) or []
             found += items
-            total = answer.get("total", answer.get("count")) if isinstance(answer, dict) else None
-            if len(items) < size or (total is not None and len(found) >= total):
+            if not items or ("next" in answer and not answer["next"]):
+                return found
+            if "total" in answer and len(found) >= answer["total"]:
                 return found
             page += 1
 
@@ -250,22 +275,33 @@ class Studio:
         try:
             headers = {"Authorization": self.credentials.header()}
             answer = self.http.request(method, path, headers=headers, **kwargs)
-        except urllib.error.HTTPError as exc:  # the personal access token was refused
-            raise self._refused(exc.code) from None
-        except (httpx.TransportError, urllib.error.URLError) as exc:
-            reason = getattr(exc, "reason", exc)
+        except urllib.error.HTTPError as exc:  # exchanging the personal access token
+            if exc.code == 401:
+                raise self._refused(401) from None
+            raise LabelingError(
+                f"Label Studio at {self.url} answered the token exchange with {exc.code}"
+            ) from None
+        except (httpx.TransportError, OSError) as exc:  # refused, reset, timed out
+            reason = getattr(exc, "reason", None) or exc
             raise LabelingError(
                 f"cannot reach Label Studio at {self.url} ({reason}); is it running "
                 "(label-studio start)?"
             ) from None
+        except (ValueError, KeyError) as exc:  # the token exchange answered something else
+            raise LabelingError(
+                f"Label Studio at {self.url} did not exchange the token ({exc!r})"
+            ) from None
         if answer.status_code == 401:
-            raise self._refused(answer.status_code)
-        if answer.is_error:
+            raise self._refused(401)
+        if not answer.is_success:
             raise LabelingError(
                 f"Label Studio at {self.url} answered {method} {path} with "
                 f"{answer.status_code}: {answer.text[:300]}"
             )
-        return answer.json() if answer.content else None
+        try:
+            return answer.json() if answer.content else None
+        except ValueError:
+            raise LabelingError(f"Label Studio at {self.url}: {path} did not answer JSON") from None
 
     def _refused(self, status: int) -> LabelingError:
         return LabelingError(
@@ -274,6 +310,31 @@ class Studio:
         )
 
 
+def _project_ref(project: int) -> str:
+    return f"label-studio:projects/{project}"
+
+
+def _pulled(backend: Backend, project: int) -> dict[str, str]:
+    """Per request, the reference of the last label pulled from this project (one read of the
+    store's labels, not one per request)."""
+    prefix = _project_ref(project) + "/"
+    last: dict[str, str] = {}
+    for entry in sorted(read_lines(backend, "labels/"), key=lambda e: e["time"]):
+        if entry.get("source") == SOURCE and str(entry.get("reference", "")).startswith(prefix):
+            last[entry["request_id"]] = entry["reference"]
+    return last
+
+
+def _write(path: Path, data: bytes) -> None:
+    try:
+        atomic_write_bytes(path, data)
+    except OSError as exc:
+        raise LabelingError(f"{path}: cannot write the image there ({exc.strerror})") from None
+
+
 def _when(annotation: dict[str, Any]) -> datetime:
     value = str(annotation.get("updated_at") or annotation.get("created_at"))
-    return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    try:
+        return datetime.fromisoformat(value.replace("Z", "+00:00"))
+    except ValueError:
+        raise LabelingError(f"annotation {annotation.get('id')}: no time in '{value}'") from None

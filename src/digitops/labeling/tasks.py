@@ -91,8 +91,9 @@ class Credentials:
     """The `Authorization` header Label Studio takes for an API key: a legacy token as it is; a
     personal access token (a JWT refresh token) exchanged at `/api/token/refresh` for an access
     token of five minutes, renewed before it lapses. Plain urllib: the service's ML backend
-    shares this and the Lambda image has no httpx. Raises `urllib.error.HTTPError` (401: a
-    refused key) and `urllib.error.URLError` (Label Studio unreachable), both `OSError`s."""
+    shares this and the Lambda image has no httpx. Raises `OSError`s when the exchange fails
+    (`urllib.error.HTTPError` 401: a refused key; `URLError`, `TimeoutError`: Label Studio
+    unreachable), `ValueError` or `KeyError` when it answers something else."""
 
     RENEW_S = 240.0
 

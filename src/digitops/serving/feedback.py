@@ -80,7 +80,7 @@ def add_feedback_routes(app: FastAPI, served: ServedModel, recorder: Recorder | 
     async def keep(request: Request, model: type[BaseModel]) -> list[dict[str, Any]]:
         if recorder is None:
             raise ImageError("this service keeps no request store (start it with --store)", 404)
-        body = await _json(request)
+        body = await json_body(request)
         try:
             parsed = model.model_validate(body)
         except ValidationError as exc:
@@ -153,15 +153,16 @@ def _body(schema: dict[str, Any]) -> dict[str, Any]:
     return {"requestBody": {"required": True, "content": {"application/json": {"schema": schema}}}}
 
 
-async def _json(request: Request) -> Any:
+async def json_body(request: Request, limit: int = MAX_FEEDBACK_BODY) -> Any:
+    """The parsed JSON body, read no further than `limit` bytes; 415, 413 or 400 otherwise."""
     kind = request.headers.get("content-type", "").split(";")[0].strip().lower()
     if kind != "application/json":
         raise ImageError(f"send application/json, not '{kind or 'no content type'}'", 415)
-    body = b""
+    body = bytearray()
     async for chunk in request.stream():
         body += chunk
-        if len(body) > MAX_FEEDBACK_BODY:
-            raise ImageError(f"the body is over {MAX_FEEDBACK_BODY // 1024} KiB", 413)
+        if len(body) > limit:
+            raise ImageError(f"the body is over {limit // 1024} KiB", 413)
     try:
         return json.loads(body)
     except (ValueError, RecursionError):

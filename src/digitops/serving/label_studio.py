@@ -10,15 +10,17 @@ In Label Studio: project → Settings → Model → Connect model, URL `http://<
 A prediction names the version that made it (`<model name>/<version>`, as `digitops labels
 push` does), so Label Studio asks again only after the service moved to another version.
 A task's image is, in order: the stored image of its `request_id` (what the model saw, from the
-request store), a `data:` URI, or a file on the Label Studio server the service is told about
-(`LABEL_STUDIO_URL`, `LABEL_STUDIO_API_KEY`); the service fetches nothing else. A task whose
-image cannot be read gets an empty prediction with the reason (`error`), never a failed call.
+request store), a `data:` URI, or a file Label Studio serves (`/data/local-files/`,
+`/data/upload/`) on the server the service is told about (`LABEL_STUDIO_URL`,
+`LABEL_STUDIO_API_KEY`), without following redirects: the service fetches nothing else, and its
+key goes nowhere else. A task whose image cannot be read gets no `result`, only the reason
+(`error`): Label Studio keeps no prediction for it and asks again next time, and the call still
+answers 200.
 """
 
 from __future__ import annotations
 
 import base64
-import json
 import logging
 import os
 import urllib.parse
@@ -33,17 +35,19 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from digitops.errors import DigitopsError
 from digitops.labeling.tasks import Credentials, control_names, prediction
+from digitops.serving.feedback import json_body
 from digitops.serving.predictor import ServedModel
 from digitops.serving.preprocess import ImageError, preprocess
 from digitops.serving.recorder import Recorder
 from digitops.store.layout import image_from_bytes
 from digitops.store.reader import read_blob
+from digitops.store.writer import UnknownRequest
 
 log = logging.getLogger(__name__)
 
 PREFIX = "/label-studio"
-MAX_TASKS = 256
-MAX_BODY = 2 * 2**20
+MAX_BODY = 16 * 2**20  # "Retrieve predictions" sends every selected task in one call
+FILES = ("/data/local-files/", "/data/upload/")  # the paths Label Studio serves files under
 MAX_IMAGE = 10 * 2**20
 FETCH_TIMEOUT_S = 10.0
 
@@ -58,7 +62,7 @@ class Task(BaseModel):
 class PredictBody(BaseModel):
     model_config = ConfigDict(extra="allow")
 
-    tasks: list[Task] = Field(max_length=MAX_TASKS)
+    tasks: list[Task]
     label_config: str
 
 
@@ -83,13 +87,11 @@ def add_label_studio_routes(app: FastAPI, served: ServedModel, recorder: Recorde
     @app.post(f"{PREFIX}/predict", tags=["label-studio"])
     async def predict(request: Request) -> JSONResponse:
         """A pre-annotation for each task: the model's digit, its confidence as the score."""
-        body = await request.body()
-        if len(body) > MAX_BODY:
-            raise ImageError(f"the request body is over {MAX_BODY // 2**20} MiB", status=413)
+        body = await json_body(request, MAX_BODY)
         try:
-            parsed = PredictBody.model_validate(json.loads(body))
+            parsed = PredictBody.model_validate(body)
             names = control_names(parsed.label_config)
-        except (ValueError, RecursionError) as exc:  # ValidationError is a ValueError
+        except ValueError as exc:  # ValidationError is a ValueError
             message = exc.errors()[0]["msg"] if isinstance(exc, ValidationError) else str(exc)
             raise ImageError(f"not a Label Studio predict request: {message}", 422) from None
         results = await anyio.to_thread.run_sync(_predict, served, recorder, studio, parsed, names)
@@ -115,7 +117,7 @@ def _predict(
             readable.append(i)
         except (DigitopsError, OSError, ValueError, KeyError) as exc:
             log.warning("Label Studio task %s: no pre-annotation (%s)", task.id, exc)
-            results[i] = {"result": [], "score": 0.0, "model_version": version, "error": str(exc)}
+            results[i] = {"model_version": version, "error": str(exc)}  # no result: not kept
     if images:
         for i, answer in zip(readable, predictor.predict(np.stack(images)), strict=True):
             results[i] = prediction(answer.digit, answer.confidence, version, (choices, image))
@@ -126,9 +128,13 @@ def _image_of(task: Task, key: str, recorder: Recorder | None, studio: _StudioFi
     """The model's 28×28 float input for `task`."""
     request_id = task.data.get("request_id")
     if request_id and recorder is not None:
-        record = recorder.store.find(str(request_id))
-        stored = image_from_bytes(read_blob(recorder.store.backend, record["image_at"]))
-        return stored.astype(np.float32) / 255.0
+        try:
+            record = recorder.store.find(str(request_id))
+        except UnknownRequest:  # another store's request: read the image as any other
+            pass
+        else:
+            stored = image_from_bytes(read_blob(recorder.store.backend, record["image_at"]))
+            return stored.astype(np.float32) / 255.0
     value = task.data.get(key)
     if not isinstance(value, str) or not value:
         raise ValueError(f"the task has no '{key}' to read")
@@ -141,12 +147,14 @@ def _image_of(task: Task, key: str, recorder: Recorder | None, studio: _StudioFi
 
 
 class _StudioFiles:
-    """Files on the Label Studio server named in `LABEL_STUDIO_URL`, read with its API key
-    (`LABEL_STUDIO_API_KEY`). Plain urllib: the Lambda image shares this app and has no httpx."""
+    """Files Label Studio serves, on the server named in `LABEL_STUDIO_URL`, read with its API
+    key (`LABEL_STUDIO_API_KEY`). Plain urllib: the Lambda image shares this app and has no
+    httpx."""
 
     def __init__(self) -> None:
         self.url = os.environ.get("LABEL_STUDIO_URL", "").rstrip("/")
         self.credentials = Credentials(self.url, os.environ.get("LABEL_STUDIO_API_KEY", ""))
+        self.opener = urllib.request.build_opener(_NoRedirects)
 
     def fetch(self, value: str) -> bytes:
         if not self.url:
@@ -155,12 +163,24 @@ class _StudioFiles:
                 "LABEL_STUDIO_API_KEY to read it"
             )
         url = urllib.parse.urljoin(self.url + "/", value)
-        if not url.startswith(self.url + "/"):
-            raise ValueError(f"the image is not on {self.url}; the service fetches nothing else")
-        headers = {"Authorization": self.credentials.header()}
-        request = urllib.request.Request(url, headers=headers)
-        with urllib.request.urlopen(request, timeout=FETCH_TIMEOUT_S) as answer:
+        where, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.url)
+        if (where.scheme, where.netloc) != (home.scheme, home.netloc) or not where.path.startswith(
+            tuple(home.path + path for path in FILES)
+        ):
+            raise ValueError(
+                f"the image is not a file Label Studio serves at {self.url}; the service "
+                "fetches nothing else"
+            )
+        request = urllib.request.Request(url, headers={"Authorization": self.credentials.header()})
+        with self.opener.open(request, timeout=FETCH_TIMEOUT_S) as answer:
             data: bytes = answer.read(MAX_IMAGE + 1)
         if len(data) > MAX_IMAGE:
             raise ValueError(f"the image is over {MAX_IMAGE // 2**20} MiB")
         return data
+
+
+class _NoRedirects(urllib.request.HTTPRedirectHandler):
+    """A redirect is an error: urllib would send the key on to wherever it points."""
+
+    def redirect_request(self, *args: Any, **kwargs: Any) -> None:
+        return None

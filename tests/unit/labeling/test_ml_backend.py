@@ -3,6 +3,8 @@ pre-annotation per task whatever the image's form; bad requests are 4xx JSON."""
 
 import base64
 import io
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
 import pytest
@@ -22,7 +24,10 @@ from ..store.test_store import keep
 def service(trained, tmp_path_factory):  # type: ignore[no-untyped-def]
     predictor = load_predictor(str(trained.model_dir))
     writer = StoreWriter(str(tmp_path_factory.mktemp("ml") / "store"), "service")
-    with TestClient(create_app(predictor, writer)) as client:
+    with pytest.MonkeyPatch.context() as env:
+        env.delenv("LABEL_STUDIO_URL", raising=False)  # this service knows no Label Studio
+        app = create_app(predictor, writer)
+    with TestClient(app) as client:
         yield client, predictor, writer
 
 
@@ -64,7 +69,8 @@ def test_each_task_gets_the_models_answer_as_pre_annotation(service):
         assert result["score"] == pytest.approx(truth.confidence, abs=1e-3)
         assert result["model_version"] == version
         assert result["result"][0]["to_name"] == "image"
-    assert results[2]["result"] == [] and "LABEL_STUDIO_URL" in results[2]["error"]
+    # No result at all: Label Studio keeps no prediction, and asks again later.
+    assert "result" not in results[2] and "LABEL_STUDIO_URL" in results[2]["error"]
 
 
 def test_the_projects_own_tag_names_are_used(service):
@@ -92,4 +98,43 @@ def test_a_bad_predict_request_is_a_4xx_json_error(service, body, message):
     client, _, _ = service
     answer = client.post("/label-studio/predict", json=body)
     assert answer.status_code == 422 and message in answer.json()["error"]
-    assert client.post("/label-studio/predict", content=b"{").status_code == 422
+    malformed = {"content": b"{", "headers": {"content-type": "application/json"}}
+    assert client.post("/label-studio/predict", **malformed).status_code == 400
+    assert client.post("/label-studio/predict", content=b"{}").status_code == 415
+
+
+class Redirecting(BaseHTTPRequestHandler):
+    """A Label Studio whose files redirect elsewhere (where the key must not follow)."""
+
+    def do_GET(self) -> None:
+        self.send_response(302)
+        self.send_header("Location", "http://127.0.0.1:9/stolen")
+        self.end_headers()
+
+    def log_message(self, *args) -> None:  # type: ignore[no-untyped-def]
+        pass
+
+
+def test_the_backend_fetches_only_label_studios_files_and_follows_no_redirect(trained):
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Redirecting)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    url = f"http://127.0.0.1:{server.server_address[1]}"
+    try:
+        with pytest.MonkeyPatch.context() as env:
+            env.setenv("LABEL_STUDIO_URL", url)
+            env.setenv("LABEL_STUDIO_API_KEY", "legacy-token")
+            app = create_app(load_predictor(str(trained.model_dir)))
+        images = {
+            "//elsewhere.example/data/upload/x.png": "fetches nothing else",
+            "http://127.0.0.1:9/data/upload/x.png": "fetches nothing else",
+            "/api/projects": "fetches nothing else",
+            "/data/local-files/?d=x.png": "302",  # a file path, but the answer redirects
+        }
+        tasks = [{"id": n, "data": {"image": image}} for n, image in enumerate(images)]
+        with TestClient(app) as client:
+            body = {"tasks": tasks, "label_config": labeling_config()}
+            results = client.post("/label-studio/predict", json=body).json()["results"]
+        for result, expected in zip(results, images.values(), strict=True):
+            assert "result" not in result and expected in result["error"], result
+    finally:
+        server.shutdown()

@@ -55,3 +55,9 @@ def test_a_budget_over_the_pool_takes_the_pool():
     probabilities, embeddings = pool(np.random.default_rng(1))
     chosen = choose(score(probabilities[:5]), embeddings[:5], 50, "uncertainty-diversity")
     assert sorted(chosen) == [0, 1, 2, 3, 4]
+
+
+def test_a_budget_near_the_pool_clusters_and_picks_distinct_images():
+    probabilities, embeddings = pool(np.random.default_rng(2))
+    chosen = choose(score(probabilities[:30]), embeddings[:30], 29, "uncertainty-diversity")
+    assert len(chosen) == len(set(chosen)) == 29 and set(chosen) <= set(range(30))
