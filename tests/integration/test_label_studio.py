@@ -24,6 +24,7 @@ from digitops.store.reader import labels_in_force, open_store, read_blob, read_l
 
 from ..conftest import REPO
 from ..serving_helpers import png, running_server, running_service
+from ..unit.store.test_store import files_digest
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -147,11 +148,7 @@ def studio_env(studio: dict, key: str = "admin") -> dict[str, str]:
 
 
 def label_files(store: Path) -> dict[str, str]:
-    return {
-        str(p.relative_to(store)): hashlib.sha256(p.read_bytes()).hexdigest()
-        for p in sorted(store.glob("labels/**/*"))
-        if p.is_file() and not p.name.startswith(".")
-    }
+    return files_digest(store / "labels")
 
 
 def project_of(studio: dict, title: str) -> int:
