@@ -233,6 +233,14 @@ def test_select_push_annotate_pull_and_train(studio, production, trained, tmp_pa
     latest = labels_in_force(read_lines(backend, "labels/"))[changed["data"]["request_id"]]
     assert latest["label"] == other and latest["replaces"] == truth[latest["request_id"]]
 
+    # An annotation deleted in Label Studio: its label stays (labels are never deleted), counted.
+    (deleted,) = next(t for t in admin.tasks(project) if t["id"] == tasks[1]["id"])["annotations"]
+    assert admin.http.delete(f"/api/annotations/{deleted['id']}/").status_code == 204
+    kept = label_files(store)
+    fourth = digitops("labels", "pull", "--store", str(store), env=env)
+    assert re.search(r"\b0 labels kept.*\b1 labels whose annotation is gone", fourth.stdout)
+    assert label_files(store) == kept
+
     # The labeled images go straight into a dataset (and, with MNIST mixed in, to training).
     out = tmp_path / "dataset"
     prepared = digitops("prepare", "--source", str(store), "--out", str(out))

@@ -26,6 +26,8 @@ from digitops.store.reader import labels_in_force, open_store, read_blob, read_l
 
 QUEUE = "queue/"
 POOL_LIMIT = 20_000  # the pool: unlabeled images of at most this many latest requests
+_BATCH_FIELDS = ("batch", "pool", "model_name", "model_version", "items")
+_ITEM_FIELDS = ("request_id", "image", "image_at", "predicted", "confidence", "uncertainty")
 
 
 @dataclass(frozen=True)
@@ -139,10 +141,22 @@ def _batches(backend: Backend) -> list[Batch]:
         if key.endswith(".json") and (data := backend.get(key)) is not None:
             try:
                 content = json.loads(data)
-                found.append(Batch(content["batch"], backend.uri, content["pool"], content))
-            except (ValueError, KeyError, TypeError):
-                raise StoreError(f"{backend.uri}: {key} is not a whole batch") from None
+            except ValueError:
+                content = None
+            if not _is_batch(content):
+                raise StoreError(f"{backend.uri}: {key} is not a whole batch")
+            found.append(Batch(content["batch"], backend.uri, content["pool"], content))
     return sorted(found, key=lambda b: b.batch_id)
+
+
+def _is_batch(content: Any) -> bool:
+    """Whether `content` has every field `select` and `push` read."""
+    items = content.get("items") if isinstance(content, dict) else None
+    return (
+        isinstance(items, list)
+        and all(name in content for name in _BATCH_FIELDS)
+        and all(isinstance(i, dict) and all(name in i for name in _ITEM_FIELDS) for i in items)
+    )
 
 
 def _pool(backend: Backend, limit: int, requeue: bool) -> list[dict[str, Any]]:

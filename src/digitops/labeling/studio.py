@@ -24,6 +24,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from datetime import datetime
+from http.client import HTTPException
 from pathlib import Path
 from typing import Any
 
@@ -46,6 +47,7 @@ from digitops.store.reader import open_store, read_lines
 from digitops.store.writer import Correction, StoreWriter
 
 PROJECT = "digitops digits"
+MAX_PAGES = 10_000
 FOLDER = "digitops"  # under the document root: one sub-folder per batch
 SOURCE = "label-studio"
 
@@ -98,7 +100,10 @@ class Studio:
                 f"{settings.url}: Label Studio's URL starts with http:// or https://"
             )
         self.credentials = Credentials(self.url, settings.api_key)
-        self.http = httpx.Client(base_url=self.url, timeout=30)
+        try:
+            self.http = httpx.Client(base_url=self.url, timeout=30)
+        except httpx.InvalidURL as exc:
+            raise LabelingError(f"{settings.url}: not a URL ({exc})") from None
         self.page_size = 500
 
     def project_id(self, create: bool = True) -> int:
@@ -249,22 +254,25 @@ class Studio:
         """Every item of a list: a plain list, or pages (`results` and `next`, or `tasks` and
         `total`) followed to the last, whatever page size the server allows."""
         found: list[dict[str, Any]] = []
-        page = 1
-        while True:
+        for page in range(1, MAX_PAGES + 1):
             answer = self._call(
                 "GET", path, params=params | {"page": page, "page_size": self.page_size}
             )
             if isinstance(answer, list):
                 return found + answer
-            if not isinstance(answer, dict):
-                raise LabelingError(f"Label Studio at {self.url}: {path} is not a list")
-            items = answer.get("results", answer.get("tasks")) or []
+            items = answer.get("results", answer.get("tasks")) if isinstance(answer, dict) else None
+            if not isinstance(items, list):
+                raise LabelingError(f"Label Studio at {self.url}: {path} did not answer a list")
             found += items
-            if not items or ("next" in answer and not answer["next"]):
+            total = answer.get("total")
+            if (
+                not items
+                or ("next" in answer and not answer["next"])
+                or (isinstance(total, int) and len(found) >= total)
+                or ("next" not in answer and not isinstance(total, int))  # not paged
+            ):
                 return found
-            if "total" in answer and len(found) >= answer["total"]:
-                return found
-            page += 1
+        raise LabelingError(f"Label Studio at {self.url}: {path} has over {MAX_PAGES} pages")
 
     def _call(self, method: str, path: str, **kwargs: Any) -> Any:
         """One API call; Label Studio's failures as one line each."""
@@ -281,13 +289,13 @@ class Studio:
             raise LabelingError(
                 f"Label Studio at {self.url} answered the token exchange with {exc.code}"
             ) from None
-        except (httpx.TransportError, OSError) as exc:  # refused, reset, timed out
+        except (httpx.RequestError, OSError, HTTPException) as exc:  # refused, reset, timed out
             reason = getattr(exc, "reason", None) or exc
             raise LabelingError(
                 f"cannot reach Label Studio at {self.url} ({reason}); is it running "
                 "(label-studio start)?"
             ) from None
-        except (ValueError, KeyError) as exc:  # the token exchange answered something else
+        except (ValueError, KeyError, TypeError) as exc:  # the token exchange answered otherwise
             raise LabelingError(
                 f"Label Studio at {self.url} did not exchange the token ({exc!r})"
             ) from None
@@ -296,7 +304,7 @@ class Studio:
         if not answer.is_success:
             raise LabelingError(
                 f"Label Studio at {self.url} answered {method} {path} with "
-                f"{answer.status_code}: {answer.text[:300]}"
+                f"{answer.status_code}: {' '.join(answer.text[:300].split())}"
             )
         try:
             return answer.json() if answer.content else None

@@ -25,6 +25,7 @@ import logging
 import os
 import urllib.parse
 import urllib.request
+from http.client import HTTPException
 from typing import Any
 
 import anyio
@@ -115,7 +116,7 @@ def _predict(
         try:
             images.append(_image_of(task, key, recorder, studio))
             readable.append(i)
-        except (DigitopsError, OSError, ValueError, KeyError) as exc:
+        except (DigitopsError, OSError, ValueError, KeyError, TypeError, HTTPException) as exc:
             log.warning("Label Studio task %s: no pre-annotation (%s)", task.id, exc)
             results[i] = {"model_version": version, "error": str(exc)}  # no result: not kept
     if images:
@@ -164,8 +165,12 @@ class _StudioFiles:
             )
         url = urllib.parse.urljoin(self.url + "/", value)
         where, home = urllib.parse.urlsplit(url), urllib.parse.urlsplit(self.url)
-        if (where.scheme, where.netloc) != (home.scheme, home.netloc) or not where.path.startswith(
-            tuple(home.path + path for path in FILES)
+        path = urllib.parse.unquote(where.path)
+        if (
+            (where.scheme, where.netloc) != (home.scheme, home.netloc)
+            or not path.startswith(tuple(home.path + prefix for prefix in FILES))
+            or "\\" in path
+            or {".", ".."} & set(path.split("/"))  # a proxy in front could resolve them
         ):
             raise ValueError(
                 f"the image is not a file Label Studio serves at {self.url}; the service "

@@ -83,10 +83,20 @@ def test_the_command_line_refuses_bad_options_with_exit_2(store, trained, tmp_pa
     done = runner.invoke(app, ["select", "--store", uri, "--budget", "5", "--model", model_dir])
     assert done.exit_code == 0, done.output
     assert "batch " in done.output and "5 of 100 unlabeled images" in done.output
+    assert (
+        runner.invoke(
+            app, ["select", "--store", uri, "--model", model_dir, "--budget", "95"]
+        ).exit_code
+        == 0
+    )
+    requeued = ["select", "--store", uri, "--model", model_dir, "--budget", "3", "--requeue"]
+    done = runner.invoke(app, requeued)
+    assert done.exit_code == 0 and "3 of 100 unlabeled images" in done.output, done.output
     for args, message in [
         (["--strategy", "bogus"], "--strategy is one of"),
         (["--budget", "0"], "pick at least one image"),
         (["--store", str(tmp_path / "nothing")], "not a request store"),
+        (["--budget", "500"], "is labeled or queued; nothing to select"),
     ]:
         done = runner.invoke(app, ["select", "--store", uri, "--model", model_dir, *args])
         assert done.exit_code == 2 and message in done.output, done.output

@@ -128,6 +128,9 @@ def test_the_backend_fetches_only_label_studios_files_and_follows_no_redirect(tr
             "//elsewhere.example/data/upload/x.png": "fetches nothing else",
             "http://127.0.0.1:9/data/upload/x.png": "fetches nothing else",
             "/api/projects": "fetches nothing else",
+            f"{url}/data/upload/../../api/projects": "fetches nothing else",
+            "/data/upload/%2e%2e/%2E%2E/api/projects": "fetches nothing else",
+            "/data/upload/a b.png": "control characters",  # urllib refuses it: still a 200
             "/data/local-files/?d=x.png": "302",  # a file path, but the answer redirects
         }
         tasks = [{"id": n, "data": {"image": image}} for n, image in enumerate(images)]

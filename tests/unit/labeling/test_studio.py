@@ -10,7 +10,6 @@ from digitops.labeling.studio import LabelingError, Studio, StudioSettings
 def studio(handler) -> Studio:  # type: ignore[no-untyped-def]
     client = Studio(StudioSettings(url="http://ls.test", api_key="legacy-token"))
     client.http = httpx.Client(base_url=client.url, transport=httpx.MockTransport(handler))
-    client.page_size = 2
     return client
 
 
@@ -22,7 +21,7 @@ def test_lists_are_followed_to_the_last_page():
         page = int(request.url.params["page"])
         seen.append((request.url.path, page))
         assert request.headers["Authorization"] == "Token legacy-token"
-        if request.url.path == "/api/tasks":  # the server caps pages at 2, whatever we ask
+        if request.url.path == "/api/tasks":  # we ask for 500 a page; the server gives 2
             return httpx.Response(200, json={"tasks": tasks[2 * page - 2 : 2 * page], "total": 5})
         projects = [
             {"id": 1, "title": "digitops digits copy"},
@@ -48,13 +47,14 @@ def test_lists_are_followed_to_the_last_page():
             "answered GET /api/projects with 302",
         ),
         (httpx.Response(200, text="<html>proxy login</html>"), "did not answer JSON"),
-        (httpx.Response(500, text="boom"), "answered GET /api/projects with 500: boom"),
+        (httpx.Response(500, text="<h1>boom</h1>\n<p>trace</p>"), "with 500: <h1>boom</h1> <p>"),
     ],
 )
 def test_every_failure_is_one_labeling_error(response: httpx.Response, message: str):
     client = studio(lambda request: response)
-    with pytest.raises(LabelingError, match=message.replace("(", r"\(").replace(")", r"\)")):
+    with pytest.raises(LabelingError) as raised:
         client.project_id()
+    assert message in str(raised.value) and "\n" not in str(raised.value)
 
 
 def test_an_unreachable_server_and_a_url_without_scheme_are_one_line():
