@@ -180,7 +180,7 @@ def labels_push(
 
     studio = _studio(url, api_key, files_root, project)
     found = load_batch(store, batch)
-    done = studio.push(store, found)
+    done = studio.push(found)
     typer.echo(
         f"batch {found.batch_id}: {done.imported} tasks imported into {studio.url}/projects/"
         f"{done.project_id} ({done.already_there} there already)"

@@ -19,7 +19,8 @@ import numpy as np
 
 from digitops.errors import DataError, StoreError
 from digitops.labeling.select import Measure, Strategy, choose, score
-from digitops.model.artifact import OnnxClassifier
+from digitops.labeling.tasks import model_version
+from digitops.model.artifact import OnnxClassifier, softmax
 from digitops.store.backends import Backend
 from digitops.store.layout import image_from_bytes, new_segment
 from digitops.store.reader import labels_in_force, open_store, read_blob, read_lines
@@ -41,15 +42,29 @@ class Model:
 
 @dataclass(frozen=True)
 class Batch:
-    batch_id: str
+    """A batch as `queue/<batch id>.json` holds it, and the store it is in."""
+
     uri: str
-    pool: int  # unlabeled, unqueued images the batch was picked from
     content: dict[str, Any]
+
+    @property
+    def batch_id(self) -> str:
+        return str(self.content["batch"])
+
+    @property
+    def pool(self) -> int:
+        """Unlabeled, unqueued images the batch was picked from."""
+        return int(self.content["pool"])
 
     @property
     def items(self) -> list[dict[str, Any]]:
         items: list[dict[str, Any]] = self.content["items"]
         return items
+
+    @property
+    def model_version(self) -> str:
+        """The version that scored the batch, as Label Studio names it."""
+        return model_version(self.content["model_name"], self.content["model_version"])
 
 
 def select(
@@ -73,15 +88,16 @@ def select(
             f"{uri}: every image of the latest {pool_limit} requests is labeled or queued; "
             "nothing to select (--requeue picks among queued ones again)"
         )
-    images = np.stack([_image(backend, record) for record in candidates])
+    try:
+        images = _images(backend, candidates)
+    except StoreError as exc:
+        raise StoreError(f"{exc}; nothing was queued") from None
     logits, embeddings = model.classifier.outputs(images)
     if strategy == "uncertainty-diversity" and embeddings is None:
         raise DataError(
             f"{model.name} version {model.version} has no embedding output (exported before "
             "digitops 0.1 stored embeddings); use --strategy uncertainty, or a newer model"
         )
-    from digitops.model.artifact import softmax
-
     scores = score(softmax(logits))
     chosen = choose(scores, embeddings, budget, strategy, measure, seed)
     doubt = scores.uncertainty(measure)
@@ -111,7 +127,7 @@ def select(
         ],
     }
     backend.put(f"{QUEUE}{batch_id}.json", (json.dumps(content, indent=1) + "\n").encode())
-    return Batch(batch_id, uri, len(candidates), content)
+    return Batch(uri, content)
 
 
 def load_batch(uri: str, batch_id: str) -> Batch:
@@ -129,10 +145,9 @@ def load_batch(uri: str, batch_id: str) -> Batch:
     raise DataError(f"{uri}: no batch '{batch_id}' (latest: {known})")
 
 
-def batch_images(uri: str, batch: Batch) -> np.ndarray:
+def batch_images(batch: Batch) -> np.ndarray:
     """The batch's images, N×28×28 uint8; `StoreError` naming the request whose image is gone."""
-    backend = open_store(uri)
-    return np.stack([_image(backend, item) for item in batch.items])
+    return _images(open_store(batch.uri), batch.items)
 
 
 def _batches(backend: Backend) -> list[Batch]:
@@ -145,7 +160,7 @@ def _batches(backend: Backend) -> list[Batch]:
                 content = None
             if not _is_batch(content):
                 raise StoreError(f"{backend.uri}: {key} is not a whole batch")
-            found.append(Batch(content["batch"], backend.uri, content["pool"], content))
+            found.append(Batch(backend.uri, content))
     return sorted(found, key=lambda b: b.batch_id)
 
 
@@ -174,11 +189,16 @@ def _pool(backend: Backend, limit: int, requeue: bool) -> list[dict[str, Any]]:
     return list(pool.values())
 
 
-def _image(backend: Backend, record: dict[str, Any]) -> np.ndarray:
-    try:
-        return image_from_bytes(read_blob(backend, record["image_at"]))
-    except (OSError, ValueError, StoreError) as exc:
-        raise StoreError(
-            f"{backend.uri}: the image of request {record['request_id']} is gone or unreadable "
-            f"({exc}); nothing was queued"
-        ) from None
+def _images(backend: Backend, records: list[dict[str, Any]]) -> np.ndarray:
+    """The stored images `records` name, N×28×28 uint8; `StoreError` naming the first request
+    whose image is gone or unreadable."""
+    images = []
+    for record in records:
+        try:
+            images.append(image_from_bytes(read_blob(backend, record["image_at"])))
+        except (OSError, ValueError, StoreError) as exc:
+            raise StoreError(
+                f"{backend.uri}: the image of request {record['request_id']} is gone or "
+                f"unreadable ({exc})"
+            ) from None
+    return np.stack(images)

@@ -116,7 +116,7 @@ class Studio:
         config = {"title": self.title, "label_config": labeling_config()}
         return int(self._call("POST", "/api/projects", json=config)["id"])
 
-    def push(self, uri: str, batch: Batch) -> Pushed:
+    def push(self, batch: Batch) -> Pushed:
         """Import `batch` as tasks, each with the model's answer as pre-annotation."""
         root = self.settings.local_files_document_root
         if root is None:
@@ -124,11 +124,14 @@ class Studio:
                 "where does Label Studio serve local files from? Set "
                 "LABEL_STUDIO_LOCAL_FILES_DOCUMENT_ROOT (as for Label Studio) or pass --files-root"
             )
-        images = batch_images(uri, batch)  # every image first: one gone, nothing imported
+        try:  # every image first: one gone, nothing imported
+            images = batch_images(batch)
+        except StoreError as exc:
+            raise LabelingError(f"{exc}; nothing was imported") from None
         project = self.project_id()
         there = {str(t.get("data", {}).get("request_id")) for t in self._tasks(project, None)}
         self._storage(project, root / FOLDER)
-        version = f"{batch.content['model_name']}/{batch.content['model_version']}"
+        version = batch.model_version
         folder = root / FOLDER / batch.batch_id
         tasks = []
         for item, image in zip(batch.items, images, strict=True):

@@ -25,6 +25,11 @@ CHOICES = "digit"  # the Choices tag's name
 SCALE = 10  # a stored 28×28 image is shown at 280×280 (each pixel a 10×10 square)
 
 
+def model_version(name: str, version: str) -> str:
+    """A model version as Label Studio names it (pre-annotations, the project, the backend)."""
+    return f"{name}/{version}"
+
+
 def labeling_config(classes: list[str] = CLASSES) -> str:
     """One image, one choice among the classes."""
     choices = "".join(f'<Choice value="{name}"/>' for name in classes)
@@ -74,7 +79,7 @@ def choice_of(result: list[dict[str, Any]]) -> str | None:
     for region in result:
         if region.get("from_name") == CHOICES and region.get("type") == "choices":
             chosen = region.get("value", {}).get("choices") or []
-            return str(chosen[0]) if len(chosen) == 1 else "|".join(map(str, chosen)) or None
+            return "|".join(map(str, chosen)) or None  # several choices: not one class
     return None
 
 

@@ -35,7 +35,7 @@ from fastapi.responses import JSONResponse
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from digitops.errors import DigitopsError
-from digitops.labeling.tasks import Credentials, control_names, prediction
+from digitops.labeling.tasks import Credentials, control_names, model_version, prediction
 from digitops.serving.feedback import json_body
 from digitops.serving.predictor import ServedModel
 from digitops.serving.preprocess import ImageError, preprocess
@@ -72,8 +72,7 @@ def add_label_studio_routes(app: FastAPI, served: ServedModel, recorder: Recorde
     studio = _StudioFiles()
 
     def version() -> str:
-        predictor = served.predictor
-        return f"{predictor.name}/{predictor.version}"
+        return model_version(served.predictor.name, served.predictor.version)
 
     @app.get(f"{PREFIX}/health", tags=["label-studio"])
     async def health() -> dict[str, str]:
@@ -106,8 +105,8 @@ def _predict(
     body: PredictBody,
     names: tuple[str, str, str],
 ) -> list[dict[str, Any]]:
-    predictor = served.predictor
-    version = f"{predictor.name}/{predictor.version}"
+    predictor = served.predictor  # every task answered by one version
+    version = model_version(predictor.name, predictor.version)
     choices, image, key = names
     images: list[np.ndarray] = []
     readable: list[int] = []

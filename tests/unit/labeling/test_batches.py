@@ -42,7 +42,7 @@ def test_a_batch_is_unlabeled_images_once_each_with_their_scores(store, model: M
     assert len(set(picked)) == 30 and not set(picked) & set(ids[:20])
     hashes = {image_hash(image) for image in images[:20]}
     assert not {item["image"] for item in batch.items} & hashes
-    probabilities = model.classifier.probabilities(batch_images(uri, batch))
+    probabilities = model.classifier.probabilities(batch_images(batch))
     for item, p in zip(batch.items, probabilities, strict=True):
         top2 = np.sort(p)[-2:]
         assert item["margin"] == pytest.approx(top2[1] - top2[0], abs=1e-5)
