@@ -18,7 +18,7 @@ import yaml
 from digitops.deploy.kubernetes import render  # kustomize's own rendering, as deploy applies it
 
 REPO = Path(__file__).resolve().parents[1]
-KUSTOMIZATIONS = ("serving", "mlflow", "digitops")
+KUSTOMIZATIONS = ("serving", "mlflow", "digitops", "monitor")
 CHECKOV = REPO / "tools" / "checkov" / ".venv" / "bin" / "checkov"
 
 
