@@ -1,6 +1,7 @@
 """Active learning: how many labels uncertainty+diversity saves over random picks.
 
-The production stream is one the model was not trained for: **printed digits**, rendered from
+The production stream is one the model was not trained for: **printed digits**
+(`digitops.data.printed`), rendered from
 the 22 DejaVu faces this machine has (sans, serif, mono; book, bold, oblique, condensed,
 extra-light), at random sizes, tilts (±12°), positions, stroke blur and JPEG quality, then put
 through the service's own preprocessing (`digitops.serving.preprocess`), so the model sees them
@@ -21,7 +22,6 @@ each budget, how many labels uncertainty+diversity needed for the same (interpol
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import json
 import platform
@@ -34,49 +34,26 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageDraw, ImageFilter, ImageFont
 from torch.nn import functional as F
 
 from digitops.config import Config
 from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
+from digitops.data.printed import fonts, photograph
 from digitops.labeling.select import STRATEGIES, choose, score
 from digitops.model.cnn import DigitCNN
 from digitops.serving.preprocess import ImageError, preprocess
 
-FONTS = sorted(Path("/usr/share/fonts/truetype/dejavu").glob("DejaVu*.ttf"))
-CANVAS = 160
-BOXED, UNDERLINED = 0.25, 0.25  # shares of digits in a form box, on a ruled line
-
 
 def render(count: int, seed: int) -> tuple[np.ndarray, np.ndarray]:
-    """`count` printed digits as the service's preprocessing leaves them (N×28×28 uint8)."""
+    """`count` printed digits (`digitops.data.printed`) as the service's preprocessing leaves
+    them (N×28×28 uint8); a photo the service would refuse is replaced by another."""
     rng = np.random.default_rng(seed)
+    faces = fonts()
     images, labels = [], []
     while len(images) < count:
         digit = int(rng.integers(10))
-        font = ImageFont.truetype(str(FONTS[rng.integers(len(FONTS))]), int(rng.integers(60, 110)))
-        page = Image.new("L", (CANVAS, CANVAS), int(rng.integers(215, 256)))
-        ink = int(rng.integers(0, 80))
-        x, y = rng.integers(20, 60, size=2)
-        draw = ImageDraw.Draw(page)
-        draw.text((int(x), int(y)), str(digit), fill=ink, font=font)
-        left, top, right, bottom = draw.textbbox((int(x), int(y)), str(digit), font=font)
-        style, pad = rng.random(), int(rng.integers(3, 10))
-        if style < BOXED:  # a form's box around the digit
-            box = (left - pad, top - pad, right + pad, bottom + pad)
-            draw.rectangle(box, outline=ink, width=int(rng.integers(1, 4)))
-        elif style < BOXED + UNDERLINED:  # the line the digit was written on
-            draw.line(
-                (left - 2 * pad, bottom + pad, right + 2 * pad, bottom + pad),
-                fill=ink,
-                width=int(rng.integers(1, 4)),
-            )
-        page = page.rotate(float(rng.uniform(-12, 12)), fillcolor=int(np.asarray(page)[0, 0]))
-        page = page.filter(ImageFilter.GaussianBlur(float(rng.uniform(0, 1.5))))
-        encoded = io.BytesIO()
-        page.save(encoded, format="JPEG", quality=int(rng.integers(60, 95)))
         try:
-            pixels = preprocess(encoded.getvalue())
+            pixels = preprocess(photograph(rng, faces, digit))
         except ImageError:  # a digit pushed off the page: draw another
             continue
         images.append(np.round(pixels * 255).astype(np.uint8))

@@ -25,7 +25,7 @@ from digitops.console import (
 from digitops.console import make_config as _config
 from digitops.errors import DigitopsError
 from digitops.pipeline.cli import pipeline_app
-from digitops.production_cli import features_app, labels_app, select, store_app
+from digitops.production_cli import features_app, labels_app, monitor, select, store_app
 
 app = typer.Typer(
     no_args_is_help=True,
@@ -38,6 +38,7 @@ app.add_typer(store_app, name="store")
 app.add_typer(features_app, name="features")
 app.add_typer(labels_app, name="labels")
 app.command()(select)
+app.command()(monitor)
 
 
 @app.command()
@@ -226,6 +227,22 @@ def rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
 
 @app.command()
 @user_errors
+def history(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+    """Every move of `production` (and every rejected challenger), oldest first, with reasons."""
+    from digitops import registry
+
+    cfg = _config(config, set_)
+    entries = registry.history(registry.client(cfg.tracking), cfg.registry.model_name)
+    for entry in entries:
+        reason = f"  {entry['reason']}" if entry.get("reason") else ""
+        typer.echo(
+            f"{entry['since']}  version {entry['version']:<4} {entry['action']:<16} "
+            f"by {entry['by']}{reason}"
+        )
+
+
+@app.command()
+@user_errors
 def serve(
     model: Annotated[
         str | None,
@@ -252,16 +269,40 @@ def serve(
             "default 20)."
         ),
     ] = None,
+    challenger: Annotated[
+        str | None,
+        typer.Option(
+            help="A challenger named by an alias, e.g. models:/digit-classifier@candidate: it "
+            "gets shadow or canary traffic while the alias names a version other than the "
+            "champion's."
+        ),
+    ] = None,
+    rollout: Annotated[
+        str, typer.Option(help="How the challenger gets traffic: shadow or canary.")
+    ] = "shadow",
+    canary_share: Annotated[
+        float, typer.Option(help="Share of clients the canary answers (sticky per client).")
+    ] = 0.1,
 ) -> None:
     """Serve the model over HTTP (FastAPI + onnxruntime): /predict, /feedback, the web page..."""
     import os
 
     from digitops.serving.main import STORE_CAP_ENV
     from digitops.serving.main import serve as run_server
+    from digitops.serving.rollout import RolloutSettings
 
     if store_cap is not None:  # the workers read it from the environment
         os.environ[STORE_CAP_ENV] = str(store_cap)
-    run_server(model_or_default(model), host, port, workers, store or None, announce=typer.echo)
+    settings = RolloutSettings(challenger, rollout, canary_share) if challenger else None  # type: ignore[arg-type]
+    run_server(
+        model_or_default(model),
+        host,
+        port,
+        workers,
+        store or None,
+        announce=typer.echo,
+        rollout=settings,
+    )
 
 
 @app.command()
@@ -292,6 +333,33 @@ def predict(
     source = "" if url else model_or_default(model)
     for name, answer in predict_files(inputs, url=url, model=source):
         typer.echo(f"{name}: {describe(answer)}")
+
+
+@app.command("batch-predict")
+@user_errors
+def batch_predict(
+    source: Annotated[
+        str, typer.Argument(help="A folder of images (searched recursively) or s3://bucket/prefix.")
+    ],
+    out: Annotated[
+        Path, typer.Option(help="The answers: a .csv or .parquet file, one row per image.")
+    ],
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Model directory, models:/name@alias or models:/name/N (default as for `serve`)."
+        ),
+    ] = None,
+    batch_size: Annotated[int, typer.Option(help="Images per model call.")] = 256,
+) -> None:
+    """Score a folder or S3 prefix of images offline (batch inference) into a CSV/Parquet file."""
+    from digitops.serving.batch import score
+
+    done = score(model_or_default(model), source, out, batch_size)
+    typer.echo(
+        f"scored {done.images} images ({done.failed} unreadable) with {done.model_name} "
+        f"version {done.model_version} -> {done.out}"
+    )
 
 
 @app.command()

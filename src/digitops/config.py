@@ -212,6 +212,40 @@ class DeployConfig(Section):
     endpoint: str | None = Field(None, description="URL to smoke-test (kubernetes; default: svc)")
 
 
+class MonitorConfig(Section):
+    """`digitops monitor`: when the production loop alerts, retrains, promotes or rolls back.
+
+    Drift uses the `drift` section's tests, on the window's requests against the reference data;
+    live accuracy comes from the labels users and Label Studio gave."""
+
+    window_hours: float = Field(24.0, gt=0, description="requests this recent are judged")
+    min_requests: int = Field(200, ge=1, description="fewer requests: too few to judge drift")
+    sample: int = Field(2000, ge=100, description="requests (at random) a drift test compares")
+    embedding_drift_share: float = Field(
+        0.5, gt=0, le=1, description="share of embedding dimensions drifted that is drift"
+    )
+    min_labels: int = Field(50, ge=1, description="labels before live accuracy is judged")
+    accuracy_floor: float = Field(0.95, ge=0, le=1, description="live accuracy below: retrain")
+    retrain_labels: int = Field(
+        100, ge=1, description="new labels since the last training before a retrain starts"
+    )
+    cooldown_hours: float = Field(6.0, ge=0, description="no new retrain this soon after one")
+    webhook: str = Field(
+        "", description="URL told of alert and retrain decisions (JSON; Slack-compatible)"
+    )
+    webhook_timeout_s: float = Field(5.0, gt=0)
+    kfp_host: str = Field("", description="KFP API that retrains (empty: the local runner)")
+    retrain: dict[str, Any] = Field(
+        default_factory=dict, description="pipeline parameters of a retrain run (e.g. epochs)"
+    )
+    rollout_labels: int = Field(
+        50, ge=1, description="labeled requests of a challenger before it is judged"
+    )
+    rollout_tolerance: float = Field(
+        0.0, ge=0, le=1, description="how far below the champion's live accuracy still promotes"
+    )
+
+
 class TrackingConfig(Section):
     """MLflow tracking. The URI defaults to $MLFLOW_TRACKING_URI, else sqlite:///mlflow.db."""
 
@@ -239,6 +273,7 @@ class Config(Section):
     drift: DriftConfig = DriftConfig()
     registry: RegistryConfig = RegistryConfig()
     deploy: DeployConfig = DeployConfig()
+    monitor: MonitorConfig = MonitorConfig()
     tracking: TrackingConfig = TrackingConfig()
 
     @model_validator(mode="after")

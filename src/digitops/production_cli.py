@@ -8,6 +8,8 @@ digitops select --budget 100            queue the unlabeled images most worth la
 digitops labels push                    the queued batch into Label Studio, pre-annotated
 digitops labels pull                    finished annotations back into the store as labels
 digitops labels connect --service URL   the service as the project's ML backend
+digitops monitor [--watch 900]          drift, live accuracy, new labels: alert, retrain,
+                                        promote or reject the challenger
 """
 
 from __future__ import annotations
@@ -17,7 +19,14 @@ from typing import Annotated, Any
 
 import typer
 
-from digitops.console import ARTIFACTS, model_or_default, user_errors
+from digitops.console import (
+    ARTIFACTS,
+    ConfigOpt,
+    SetOpt,
+    make_config,
+    model_or_default,
+    user_errors,
+)
 
 StoreOpt = Annotated[
     str, typer.Option("--store", help="The request store: a directory or s3://bucket/prefix.")
@@ -218,3 +227,54 @@ def labels_connect(
     studio = _studio(url, api_key, None, project)
     backend = studio.connect(service)
     typer.echo(f"ML backend {backend}: {service.rstrip('/')}/label-studio on {studio.url}")
+
+
+@user_errors
+def monitor(
+    store: StoreOpt = DEFAULT_STORE,
+    data: Annotated[
+        str,
+        typer.Option(
+            help="Reference data the window is compared with: a dataset directory (its test "
+            "split) or a folder of images."
+        ),
+    ] = str(ARTIFACTS / "dataset"),
+    out: Annotated[Path, typer.Option(help="Where monitor.json and history.jsonl go.")] = (
+        ARTIFACTS / "monitor"
+    ),
+    kfp_host: Annotated[
+        str | None,
+        typer.Option(help="Retrain on this KFP API (default: the local runner, waited for)."),
+    ] = None,
+    webhook: Annotated[
+        str | None, typer.Option(help="URL told of alerts, retrains and rollout moves.")
+    ] = None,
+    watch: Annotated[
+        float | None, typer.Option(help="Repeat every this many seconds (Ctrl-C stops).")
+    ] = None,
+    pipeline_file: Annotated[Path, typer.Option("--pipeline", help="Compiled pipeline.")] = (
+        Path("pipelines") / "digits.yaml"
+    ),
+    root: Annotated[Path, typer.Option(help="Local pipeline root of retrain runs.")] = (
+        ARTIFACTS / "pipeline-root"
+    ),
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+) -> None:
+    """One pass of the production monitor: decide nothing, alert or retrain (with reasons),
+    and promote or reject the challenger on live labeled traffic."""
+    import time
+
+    from digitops.monitor.run import run_pass
+
+    cfg = make_config(config, set_, **{"monitor.kfp_host": kfp_host, "monitor.webhook": webhook})
+    while True:
+        done = run_pass(cfg, store, data, out, pipeline_file, root.resolve())
+        typer.echo("\n".join(done.lines()))
+        if watch is None:
+            break
+        time.sleep(watch)
+    for failure in done.failures:
+        typer.echo(f"error: {failure}", err=True)
+    if done.failures:
+        raise typer.Exit(2)

@@ -101,16 +101,25 @@ def history(mlflow_client: Any, name: str) -> list[dict[str, Any]]:
     return entries + [json.loads(tags[key]) for key in moves]
 
 
-def set_production(mlflow_client: Any, name: str, number: int, action: str) -> None:
+def set_production(
+    mlflow_client: Any, name: str, number: int, action: str, reason: str = ""
+) -> None:
     """Move the `production` alias to `number` and record the move (hold `alias_lock`)."""
+    mlflow_client.set_registered_model_alias(name, PRODUCTION, str(number))
+    _record(mlflow_client, name, number, action, reason)
+
+
+def _record(mlflow_client: Any, name: str, number: int, action: str, reason: str) -> None:
+    """Append one entry to the history of `name` (hold `alias_lock`)."""
     entry = {
         "version": number,
         "since": datetime.now(UTC).isoformat(timespec="seconds"),
         "by": _user(),
         "action": action,
     }
+    if reason:
+        entry["reason"] = reason
     key = f"{HISTORY_PREFIX}{len(history(mlflow_client, name)) + 1:06d}"
-    mlflow_client.set_registered_model_alias(name, PRODUCTION, str(number))
     mlflow_client.set_registered_model_tag(name, key, json.dumps(entry, separators=(",", ":")))
 
 
@@ -192,9 +201,16 @@ def default_model(cfg: RegistryConfig, tracking: TrackingConfig) -> tuple[str, i
     return None
 
 
-def promote(cfg: RegistryConfig, tracking: TrackingConfig, number: int) -> Version:
+def promote(
+    cfg: RegistryConfig,
+    tracking: TrackingConfig,
+    number: int,
+    reason: str = "",
+    action: str = "promote",
+) -> Version:
     """Give `production` to a version that passed the gate and is no worse than production;
-    both checked under the lock, at the moment the alias moves."""
+    both checked under the lock, at the moment the alias moves. `reason` goes into the history
+    (the monitor's promotions say which live figures earned it)."""
     mlflow_client = client(tracking)
     with alias_lock(mlflow_client, cfg.model_name):
         version = get_version(mlflow_client, cfg.model_name, number)
@@ -214,11 +230,32 @@ def promote(cfg: RegistryConfig, tracking: TrackingConfig, number: int) -> Versi
                 f"tolerance {cfg.regression_tolerance}; use `digitops rollback` to go back to "
                 "an older version"
             )
-        set_production(mlflow_client, cfg.model_name, number, "promote")
+        set_production(mlflow_client, cfg.model_name, number, action, reason)
     return get_version(mlflow_client, cfg.model_name, number)
 
 
-def rollback(cfg: RegistryConfig, tracking: TrackingConfig) -> tuple[int, int]:
+REJECTED = "reject"  # the history action of a challenger taken out of its rollout
+
+
+def reject_candidate(
+    cfg: RegistryConfig, tracking: TrackingConfig, number: int, reason: str
+) -> bool:
+    """Take version `number` out of its rollout: the `candidate` alias leaves it (services stop
+    sending it traffic), the version is tagged `rollout=rejected` with `reason`, and the
+    history records the move. False when `number` no longer holds `candidate` (nothing moves)."""
+    mlflow_client = client(tracking)
+    with alias_lock(mlflow_client, cfg.model_name):
+        current = by_alias(mlflow_client, cfg.model_name, CANDIDATE)
+        if current is None or current.number != number:
+            return False
+        mlflow_client.delete_registered_model_alias(cfg.model_name, CANDIDATE)
+        mlflow_client.set_model_version_tag(cfg.model_name, str(number), "rollout", "rejected")
+        mlflow_client.set_model_version_tag(cfg.model_name, str(number), "rollout_reason", reason)
+        _record(mlflow_client, cfg.model_name, number, REJECTED, reason)
+    return True
+
+
+def rollback(cfg: RegistryConfig, tracking: TrackingConfig, reason: str = "") -> tuple[int, int]:
     """Give `production` back to the version that held it before; returns (from, to)."""
     mlflow_client = client(tracking)
     with alias_lock(mlflow_client, cfg.model_name):
@@ -231,7 +268,7 @@ def rollback(cfg: RegistryConfig, tracking: TrackingConfig) -> tuple[int, int]:
                 f"version {current.number} has no earlier production version in the history "
                 f"of '{cfg.model_name}'; there is nothing to roll back to"
             )
-        set_production(mlflow_client, cfg.model_name, stack[-2], "rollback")
+        set_production(mlflow_client, cfg.model_name, stack[-2], "rollback", reason)
     return current.number, stack[-2]
 
 
@@ -240,6 +277,8 @@ def production_stack(entries: list[dict[str, Any]]) -> list[int]:
     The last element is production; the one before it is where a rollback goes."""
     stack: list[int] = []
     for entry in entries:
+        if entry["action"] == REJECTED:  # a challenger never held production
+            continue
         if entry["action"] == "rollback" and stack:
             stack.pop()
         if not stack or stack[-1] != entry["version"]:

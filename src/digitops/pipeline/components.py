@@ -29,6 +29,8 @@ DEFAULT_IMAGE = f"ghcr.io/digitops/digitops:{__version__}"
 IMAGE = os.environ.get("DIGITOPS_IMAGE") or DEFAULT_IMAGE
 # The components below, in pipeline order.
 STAGES = ("prepare", "tune", "train", "evaluate", "explain", "drift", "register", "deploy")
+# Components of their own, for other pipelines (not tasks of `digits_pipeline`).
+STANDALONE = ("batch_predict",)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -214,9 +216,11 @@ def register(
     drift_verdict: Input[Artifact],
     model_name: str,
     accuracy_threshold: float,
+    regression_tolerance: float,
     drift_blocks_promotion: bool,
     approval: str,
     pipeline_run: str,
+    trigger: str,
     mlflow_tracking_uri: str,
     registered: Output[Artifact],
 ) -> bool:
@@ -232,6 +236,7 @@ def register(
     values = config_values(
         model_name=model_name,
         accuracy_threshold=accuracy_threshold,
+        regression_tolerance=regression_tolerance,
         drift_blocks_promotion=drift_blocks_promotion,
         approval=approval,
         mlflow_tracking_uri=mlflow_tracking_uri,
@@ -242,6 +247,7 @@ def register(
         Path(evaluation.path),
         Path(drift_verdict.path),
         pipeline_run,
+        trigger,
     )
     registration = result.registration()
     registration.write(Path(registered.path))
@@ -283,3 +289,26 @@ def deploy(
     deployment.metadata.update(endpoint=result.endpoint, model=model_uri)
     log_to_kfp(result, metrics)
     return result.endpoint
+
+
+@dsl.component(base_image=IMAGE, install_kfp_package=False)
+def batch_predict(
+    model_uri: str,
+    source: str,
+    mlflow_tracking_uri: str,
+    answers: Output[Dataset],
+) -> int:
+    """Batch inference: score a folder or s3://bucket/prefix of images (`source`) with a model
+    directory or registry URI (empty: the production model) into a Parquet file, one row per
+    image (`digitops.serving.batch`); returns the number of images scored."""
+    from pathlib import Path
+
+    from digitops.config import load_config
+    from digitops.pipeline.batch import batch_predict as run
+    from digitops.pipeline.parameters import config_values
+    from digitops.tracking import tracking_uri
+
+    config = load_config(values=config_values(mlflow_tracking_uri=mlflow_tracking_uri))
+    done = run(model_uri, source, Path(answers.path), tracking_uri(config.tracking))
+    answers.metadata.update(done.__dict__, format="parquet", source=source)
+    return done.images

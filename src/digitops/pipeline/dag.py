@@ -51,6 +51,7 @@ def digits_pipeline(
     epochs: int = DEFAULTS["epochs"],
     train_seed: int = DEFAULTS["train_seed"],
     accuracy_threshold: float = DEFAULTS["accuracy_threshold"],
+    regression_tolerance: float = DEFAULTS["regression_tolerance"],
     current_data: str = "",
     drift_blocks_promotion: bool = DEFAULTS["drift_blocks_promotion"],
     approval: str = DEFAULTS["approval"],
@@ -58,16 +59,20 @@ def digits_pipeline(
     deploy_target: str = DEFAULTS["deploy_target"],
     smoke_min_accuracy: float = DEFAULTS["smoke_min_accuracy"],
     mlflow_tracking_uri: str = DEFAULTS["mlflow_tracking_uri"],
+    trigger: str = "",
 ) -> None:
     """Parameters (defaults: `digitops.config.Config`): data source (a request store: its
     labeled production images, with `mnist_ratio` MNIST images per production image), image
     limit (0 = all), the
     split seed, search trials (0 = train on the configured hyper-parameters) and seed, epochs,
-    the training seed, accuracy threshold, the data to check for drift (a path the tasks can
+    the training seed, accuracy threshold, how far below production's test accuracy is still no
+    regression, the data to check for drift (a path the tasks can
     read; empty = the test split), whether drift blocks promotion, approval ('manual': a person
     promotes the candidate; 'auto': production on a pass), the registered model's name, where a
     version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy it must
-    reach there, and the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite)."""
+    reach there, the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite), and why the
+    run started (`digitops monitor` passes its reasons as JSON; they become the registered
+    version's `trigger` tag)."""
     prepared = _configure(
         components.prepare(
             source=source, mnist_ratio=mnist_ratio, limit=limit, prepare_seed=prepare_seed
@@ -139,9 +144,11 @@ def digits_pipeline(
             drift_verdict=drifted.outputs["verdict"],
             model_name=model_name,
             accuracy_threshold=accuracy_threshold,
+            regression_tolerance=regression_tolerance,
             drift_blocks_promotion=drift_blocks_promotion,
             approval=approval,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
+            trigger=trigger,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="1",

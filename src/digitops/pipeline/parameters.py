@@ -2,7 +2,9 @@
 
 Defaults come from `Config()` (the only home of defaults; a test compares the compiled YAML with
 it). Components name their inputs as the pipeline does and turn them into config values here.
-`current_data` is no config value: it names the data the drift task checks (empty: test split).
+`current_data` is no config value: it names the data the drift task checks (empty: test split);
+nor is `trigger`: why the run started (the monitor's reasons, as JSON; empty: by hand), which
+the registered version keeps as its `trigger` tag.
 """
 
 from __future__ import annotations
@@ -21,6 +23,7 @@ PARAMETERS = {
     "epochs": "train.epochs",
     "train_seed": "train.seed",
     "accuracy_threshold": "registry.accuracy_threshold",
+    "regression_tolerance": "registry.regression_tolerance",
     "drift_blocks_promotion": "registry.drift_blocks",
     "approval": "registry.approval",
     "model_name": "registry.model_name",

@@ -31,7 +31,8 @@ class PipelineError(DigitopsError):
 
 
 def compile_all(pipelines_dir: Path, components_dir: Path) -> list[Path]:
-    """Write the pipeline YAML and one spec per component; return the files written."""
+    """Write the pipeline YAML and one spec per component (the stages, and the components of
+    their own such as `batch_predict`); return the files written."""
     from kfp import compiler
 
     from digitops.pipeline import components, dag
@@ -40,7 +41,7 @@ def compile_all(pipelines_dir: Path, components_dir: Path) -> list[Path]:
     components_dir.mkdir(parents=True, exist_ok=True)
     written = [pipelines_dir / PIPELINE_FILE]
     compiler.Compiler().compile(dag.digits_pipeline, str(written[0]))
-    for name in components.STAGES:
+    for name in (*components.STAGES, *components.STANDALONE):
         path = components_dir / f"{name}.yaml"
         compiler.Compiler().compile(getattr(components, name), str(path))
         written.append(path)
@@ -101,6 +102,13 @@ def run_local(
             f"unknown pipeline parameter(s) {sorted(unknown)}; known: "
             f"{sorted(pipeline.component_spec.inputs or {})}"
         )
+    inputs = pipeline.component_spec.inputs or {}
+    arguments = {  # `3` for a Float parameter is 3.0 (KFP refuses an int there)
+        name: float(value)
+        if inputs[name].type == "Float" and isinstance(value, int) and not isinstance(value, bool)
+        else value
+        for name, value in arguments.items()
+    }
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     runner: Any = local.SubprocessRunner(use_venv=False)
@@ -260,19 +268,13 @@ def submit(
     """Upload the pipeline (a new version when it exists) and start a run; (run id, state)."""
     import datetime
 
-    import kfp
-
     if not pipeline_file.is_file():
         raise PipelineError(
             f"{pipeline_file}: compiled pipeline not found; run `digitops pipeline compile`"
         )
     stamp = datetime.datetime.now(datetime.UTC).strftime("%Y%m%d-%H%M%S")
-    # The client warns about old server versions and urllib3 about each retry (on the child
-    # logger: the client resets the level of "urllib3"); users need the outcome, as one line.
-    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
-    warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp\.")
     try:
-        client = kfp.Client(host=host)
+        client = kfp_client(host)
         pipeline_id = client.get_pipeline_id(_pipeline_name())
         if pipeline_id is None:
             uploaded = client.upload_pipeline(str(pipeline_file), pipeline_name=_pipeline_name())
@@ -299,8 +301,19 @@ def submit(
         if wait:
             state = str(client.wait_for_run_completion(run.run_id, timeout=timeout_s).state)
     except Exception as exc:  # kfp raises transport and API errors of many types
-        raise PipelineError(f"{host}: {_short(exc)}") from None
+        raise PipelineError(f"{host}: {short_error(exc)}") from None
     return run.run_id, state
+
+
+def kfp_client(host: str) -> Any:
+    """A `kfp.Client` on `host` that keeps quiet: the client warns about old server versions
+    and urllib3 about each retry (on the child logger: the client resets the level of
+    "urllib3"); users need the outcome, as one line (`short_error`)."""
+    import kfp
+
+    logging.getLogger("urllib3.connectionpool").setLevel(logging.ERROR)
+    warnings.filterwarnings("ignore", category=FutureWarning, module=r"kfp\.")
+    return kfp.Client(host=host)
 
 
 def _pipeline_name() -> str:
@@ -309,7 +322,7 @@ def _pipeline_name() -> str:
     return PIPELINE_NAME
 
 
-def _short(exc: Exception) -> str:
+def short_error(exc: Exception) -> str:
     from urllib3.exceptions import MaxRetryError
 
     if isinstance(exc, MaxRetryError):

@@ -14,7 +14,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -35,6 +35,7 @@ from digitops.serving.label_studio import add_label_studio_routes
 from digitops.serving.predictor import Prediction, Predictor, ServedModel
 from digitops.serving.preprocess import ImageError, header_pixels, preprocess
 from digitops.serving.recorder import Recorder
+from digitops.serving.rollout import CLIENT_HEADER, Challenger, RolloutSettings
 from digitops.store.writer import StoreWriter
 
 logger = logging.getLogger(__name__)
@@ -106,19 +107,30 @@ def _body(single: bool) -> dict[str, Any]:
     }
 
 
-def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAPI:
+def create_app(
+    predictor: Predictor,
+    store: StoreWriter | None = None,
+    rollout: RolloutSettings | None = None,
+) -> FastAPI:
     """The app serving `predictor`; with `store`, every prediction is kept there and can be
-    labeled through /feedback. A predictor loaded through an alias follows it, and live
-    accuracy is read from the store's labels, every `$DIGITOPS_MODEL_REFRESH_S` s (default 15)."""
+    labeled through /feedback; with `rollout`, a challenger version gets shadow or canary
+    traffic (`digitops.serving.rollout`). A predictor loaded through an alias follows it, and
+    live accuracy is read from the store's labels, every `$DIGITOPS_MODEL_REFRESH_S` s (default
+    15)."""
     served = ServedModel(predictor)
+    challenger = Challenger(rollout) if rollout is not None else None
     recorder = Recorder(store) if store is not None else None
     every = float(os.environ.get(REFRESH_ENV, DEFAULT_REFRESH_S))
 
     @asynccontextmanager
     async def lifespan(_: FastAPI) -> AsyncIterator[None]:
+        if challenger is not None:  # before the first request, as the champion is
+            await anyio.to_thread.run_sync(challenger.refresh)
         async with anyio.create_task_group() as tasks:
             if served.alias is not None:
-                tasks.start_soon(_follow, served, every)
+                tasks.start_soon(_follow, served.refresh, every)
+            if challenger is not None:
+                tasks.start_soon(_follow, challenger.refresh, every)
             if recorder is not None:
                 tasks.start_soon(_measure, recorder, every)
             yield
@@ -137,34 +149,46 @@ def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAP
     limiter = anyio.CapacityLimiter(PREDICT_THREADS)
     _answer_errors_as_json(app)
 
-    def answer(images: list[bytes]) -> list[Answer]:
+    def answer(images: list[bytes], client: str) -> list[Answer]:
         started = time.perf_counter()
         predictor = served.predictor  # the whole request answers with one version
+        other = challenger.active(predictor) if challenger is not None else None
+        shadow = None
+        if other is not None and challenger is not None and challenger.settings.mode == "canary":
+            if challenger.canary(client):  # a canary client: the challenger answers
+                predictor = other
+                metrics.CHALLENGER.labels("canary").inc(len(images))
+            other = None  # canary mode shadows nobody
         batch = np.stack([_preprocess(data, i, len(images)) for i, data in enumerate(images)])
         predictions, embeddings = predictor.predict_with_embeddings(batch)
+        if other is not None:  # shadow mode: predicted and kept, never returned
+            shadow = (other.predict(batch), other.version)
+            metrics.CHALLENGER.labels("shadow").inc(len(images))
         ids: list[str | None] = [None] * len(predictions)
         if recorder is not None:  # kept before the answer goes out: an answered id is stored
-            ids = recorder.record(batch, images, predictions, embeddings, predictor)
+            ids = recorder.record(batch, images, predictions, embeddings, predictor, shadow)
         metrics.LATENCY.observe(time.perf_counter() - started)
         metrics.PREDICTIONS.inc(len(predictions))
         return [_shape(p, predictor.version, i) for p, i in zip(predictions, ids, strict=True)]
 
-    async def answered(images: list[bytes]) -> list[Answer]:
+    async def answered(request: Request, images: list[bytes]) -> list[Answer]:
+        client = request.headers.get(CLIENT_HEADER) or (request.client or ("", 0))[0]
         if len(images) == 1 and (header_pixels(images[0]) or 0) <= INLINE_PIXELS:
-            return answer(images)  # a millisecond or two: a thread hop would cost more
-        return await anyio.to_thread.run_sync(answer, images, limiter=limiter)
+            return answer(images, client)  # a millisecond or two: a thread hop would cost more
+        return await anyio.to_thread.run_sync(answer, images, client, limiter=limiter)
 
     @app.post("/predict", response_model=Answer, responses=ERRORS, openapi_extra=_body(True))
     async def predict(request: Request) -> Answer:
         """Predict the digit in one image."""
-        return (await answered(await _images(request, single=True)))[0]
+        return (await answered(request, await _images(request, single=True)))[0]
 
     @app.post(
         "/predict/batch", response_model=BatchAnswer, responses=ERRORS, openapi_extra=_body(False)
     )
     async def predict_batch(request: Request) -> BatchAnswer:
         """Predict the digits in up to 64 images."""
-        return BatchAnswer(predictions=await answered(await _images(request, single=False)))
+        images = await _images(request, single=False)
+        return BatchAnswer(predictions=await answered(request, images))
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -180,12 +204,21 @@ def create_app(predictor: Predictor, store: StoreWriter | None = None) -> FastAP
     async def model() -> dict[str, Any]:
         """The model being served."""
         predictor = served.predictor
+        other = challenger.active(predictor) if challenger is not None else None
         return {
             "name": predictor.name,
             "version": predictor.version,
             "source": predictor.source,
             "classes": predictor.class_names,
             "metrics": predictor.metrics,
+            "challenger": None
+            if other is None or challenger is None
+            else {
+                "version": other.version,
+                "source": other.source,
+                "mode": challenger.settings.mode,
+                "canary_share": challenger.settings.canary_share,
+            },
         }
 
     @app.get("/metrics", include_in_schema=False)
@@ -212,11 +245,11 @@ async def _measure(recorder: Recorder, every_s: float) -> None:
         await anyio.sleep(every_s)
 
 
-async def _follow(served: ServedModel, every_s: float) -> None:
-    """Keep `served` on the version its alias names (a thread: loading a model blocks)."""
+async def _follow(refresh: Callable[[], bool], every_s: float) -> None:
+    """Keep a model on the version its alias names (a thread: loading a model blocks)."""
     while True:
         await anyio.sleep(every_s)
-        await anyio.to_thread.run_sync(served.refresh)
+        await anyio.to_thread.run_sync(refresh)
 
 
 def _answer_errors_as_json(app: FastAPI) -> None:

@@ -7,7 +7,10 @@ for containers, configured by the environment:
 `DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`);
 `DIGITOPS_STORE` is the request store predictions are kept in (a directory or
 `s3://bucket/prefix`; unset: none, and /feedback answers 404), `DIGITOPS_STORE_CAP_GIB` the size
-at which a local one stops taking new requests (default 20); `HOST`, `PORT`
+at which a local one stops taking new requests (default 20); `DIGITOPS_CHALLENGER` names a
+challenger alias (`models:/digit-classifier@candidate`), `DIGITOPS_ROLLOUT` its mode (`shadow`,
+default, or `canary`) and `DIGITOPS_CANARY_SHARE` the canary's share of clients (default 0.1);
+`HOST`, `PORT`
 and `WORKERS` say where and how many processes. Every way in runs uvicorn with the same limits
 (`digitops.serving.protocol`) and metrics summed over its workers (`digitops.serving.metrics`).
 """
@@ -21,15 +24,19 @@ from typing import Any
 
 from fastapi import FastAPI
 
-from digitops.errors import StoreError
+from digitops.errors import ModelError, StoreError
 from digitops.serving.app import create_app
 from digitops.serving.metrics import drop_multiprocess_dir, new_multiprocess_dir
 from digitops.serving.predictor import load_predictor
+from digitops.serving.rollout import RolloutSettings
 from digitops.store.writer import StoreWriter
 
 MODEL_ENV = "DIGITOPS_MODEL"
 STORE_ENV = "DIGITOPS_STORE"
 STORE_CAP_ENV = "DIGITOPS_STORE_CAP_GIB"  # a local store's size cap (default: the writer's)
+CHALLENGER_ENV = "DIGITOPS_CHALLENGER"
+ROLLOUT_ENV = "DIGITOPS_ROLLOUT"
+CANARY_SHARE_ENV = "DIGITOPS_CANARY_SHARE"
 PROTOCOL = "digitops.serving.protocol:LimitedHttpToolsProtocol"
 KEEP_ALIVE_S = 5  # an idle keep-alive connection is closed after this long
 GRACEFUL_SHUTDOWN_S = 10  # requests in flight get this long to finish on SIGTERM
@@ -40,7 +47,23 @@ def app_from_env() -> FastAPI:
     source = os.environ.get(MODEL_ENV)
     if not source:
         raise SystemExit(f"set {MODEL_ENV} to a model directory or a models:/ URI")
-    return create_app(load_predictor(source), open_store_writer(os.environ.get(STORE_ENV)))
+    return create_app(
+        load_predictor(source), open_store_writer(os.environ.get(STORE_ENV)), rollout_from_env()
+    )
+
+
+def rollout_from_env() -> RolloutSettings | None:
+    """The challenger the environment names, or None."""
+    source = os.environ.get(CHALLENGER_ENV)
+    if not source:
+        return None
+    share = os.environ.get(CANARY_SHARE_ENV, "0.1")
+    try:
+        canary_share = float(share)
+    except ValueError:
+        raise ModelError(f"{CANARY_SHARE_ENV}={share!r}: not a number") from None
+    mode: Any = os.environ.get(ROLLOUT_ENV, "shadow")
+    return RolloutSettings(source, mode, canary_share)
 
 
 def open_store_writer(uri: str | None) -> StoreWriter | None:
@@ -68,6 +91,7 @@ def serve(
     workers: int,
     store: str | None,
     announce: Callable[[str], Any] = print,
+    rollout: RolloutSettings | None = None,
 ) -> None:
     """Run the service with uvicorn (blocks). The model and the store open first, so a bad one
     fails here (`ModelError`, `StoreError`)."""
@@ -78,6 +102,9 @@ def serve(
     announce(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
     if writer is not None:
         announce(f"keeping every prediction in {writer.uri}")
+    if rollout is not None:
+        share = f" ({rollout.canary_share:.0%} of clients)" if rollout.mode == "canary" else ""
+        announce(f"challenger: {rollout.source}, {rollout.mode}{share}")
     options: dict[str, Any] = {
         "host": host,
         "port": port,
@@ -91,12 +118,16 @@ def serve(
     made = new_multiprocess_dir() if workers > 1 else None
     try:
         if workers == 1:
-            uvicorn.run(create_app(predictor, writer), **options)
+            uvicorn.run(create_app(predictor, writer, rollout), **options)
             return
         # Several workers are separate processes: each builds its app from the environment.
         os.environ[MODEL_ENV] = model
         if writer is not None:
             os.environ[STORE_ENV] = writer.uri
+        if rollout is not None:
+            os.environ[CHALLENGER_ENV] = rollout.source
+            os.environ[ROLLOUT_ENV] = rollout.mode
+            os.environ[CANARY_SHARE_ENV] = str(rollout.canary_share)
         uvicorn.run("digitops.serving.main:app_from_env", factory=True, workers=workers, **options)
     finally:
         if made is not None:
@@ -114,6 +145,7 @@ def main() -> None:
         port=int(os.environ.get("PORT", "8000")),
         workers=int(os.environ.get("WORKERS", "1")),
         store=os.environ.get(STORE_ENV) or None,
+        rollout=rollout_from_env(),
     )
 
 

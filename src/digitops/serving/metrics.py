@@ -45,6 +45,11 @@ STORE_FAILURES = Counter(
     ["reason"],  # error (write failed), full (the store's cap), paused (after an error)
 )
 LABELS = Counter("digitops_labels", "Labels kept through /feedback")
+CHALLENGER = Counter(
+    "digitops_challenger_predictions",
+    "Images the challenger version predicted, by rollout mode (canary: it answered)",
+    ["mode"],
+)
 # Read from the store's labels (whichever worker or face took them), so every worker reports
 # the same value: the most recent one wins when the workers' files are added up.
 LIVE_ACCURACY = Gauge(

@@ -43,6 +43,7 @@ class Recorder:
         predictions: list[Prediction],
         embeddings: np.ndarray | None,
         predictor: Predictor,
+        shadow: tuple[list[Prediction], str] | None = None,  # the challenger's, and its version
     ) -> list[str | None]:
         now = time.monotonic()
         if now < self._paused_until:
@@ -51,7 +52,7 @@ class Recorder:
         pixels = (images * 255).round().astype(np.uint8)  # exact: preprocess gives k/255
         try:
             ids = self.store.record(
-                pixels, uploads, predictions, embeddings, predictor.name, predictor.version
+                pixels, uploads, predictions, embeddings, predictor.name, predictor.version, shadow
             )
         except (StoreError, OSError) as exc:
             reason = "full" if isinstance(exc, StoreFull) else "error"

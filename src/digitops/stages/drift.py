@@ -107,15 +107,20 @@ def descriptor_table(images: np.ndarray, model: Any | None) -> pd.DataFrame:
 
 
 def detect(
-    cfg: DriftConfig, reference: pd.DataFrame, current: pd.DataFrame
+    cfg: DriftConfig,
+    reference: pd.DataFrame,
+    current: pd.DataFrame,
+    numerical: list[str] | None = None,
 ) -> tuple[dict[str, Any], Any]:
-    """Run Evidently's data-drift preset on the columns both tables have; return the verdict
-    and the Evidently snapshot (for its HTML report)."""
+    """Run Evidently's data-drift preset on the columns both tables have (numerical: the
+    descriptors and the confidence, or the columns named); return the verdict and the Evidently
+    snapshot (for its HTML report)."""
     from evidently import DataDefinition, Report
     from evidently import Dataset as EvidentlyDataset
     from evidently.presets import DataDriftPreset
 
-    numerical = [c for c in [*COLUMNS, "confidence"] if c in reference and c in current]
+    wanted = numerical if numerical is not None else [*COLUMNS, "confidence"]
+    numerical = [c for c in wanted if c in reference and c in current and c != "predicted"]
     categorical = [c for c in ["predicted"] if c in reference and c in current]
     definition = DataDefinition(numerical_columns=numerical, categorical_columns=categorical)
     preset = DataDriftPreset(

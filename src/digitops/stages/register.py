@@ -62,15 +62,17 @@ def run(
     evaluation_dir: Path,
     drift_file: Path | None = None,
     pipeline_run: str = "",
+    trigger: str = "",
 ) -> RegisterResult:
-    """Register `model_dir` as a new version, gate it, and set the aliases it earned."""
+    """Register `model_dir` as a new version, gate it, and set the aliases it earned.
+    `trigger` says why the run started (the monitor's reasons); kept as the `trigger` tag."""
     cfg = config.registry
     card = load_card(model_dir)
     evaluation = Evaluation.read(evaluation_dir)
     drift = DriftVerdict.read(drift_file) if drift_file else None
     mlflow_client = client(config.tracking)
     number = _log_model(config, model_dir, card)
-    for key, value in _lineage(card, evaluation, drift, pipeline_run).items():
+    for key, value in _lineage(card, evaluation, drift, pipeline_run, trigger).items():
         mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
     # The gate reads `production` under the alias lock, at the moment the aliases move: a
     # promotion that lands while this model was being logged is judged against, not lost.
@@ -146,7 +148,11 @@ def _known_run(config: Config, card: ModelCard) -> str | None:
 
 
 def _lineage(
-    card: ModelCard, evaluation: Evaluation, drift: DriftVerdict | None, pipeline_run: str
+    card: ModelCard,
+    evaluation: Evaluation,
+    drift: DriftVerdict | None,
+    pipeline_run: str,
+    trigger: str,
 ) -> dict[str, str]:
     return {
         "dataset_version": card.dataset.version,
@@ -159,6 +165,7 @@ def _lineage(
         "drifted_share": "" if drift is None else f"{drift.drifted_share:.3f}",
         "source_commit": _source_commit(),
         "pipeline_run": pipeline_run,
+        "trigger": trigger or "manual",
         "mlflow_run_id": card.mlflow_run_id or "",
     }
 

@@ -119,9 +119,12 @@ class StoreWriter:
         embeddings: np.ndarray | None,
         model_name: str,
         model_version: str,
+        shadow: tuple[Sequence[Any], str] | None = None,
     ) -> list[str]:
         """Keep one prediction per image (`images`: N×28×28 uint8, as the model saw them;
-        `predictions`: `digitops.serving.predictor.Prediction`s); returns their request ids."""
+        `predictions`: `digitops.serving.predictor.Prediction`s); returns their request ids.
+        `shadow`: a challenger's predictions of the same images and its version, kept beside
+        the answer (`shadow` in the record)."""
         self._check_cap()
         now = time.time()
         with self._lock:  # one writer's appends go in order: offsets in its pack are its own
@@ -154,6 +157,12 @@ class StoreWriter:
                     record["original_at"] = pack.add(sha, lambda upload=upload: upload)
                 if embeddings is not None:
                     record["embedding"] = encode_embedding(embeddings[i])
+                if shadow is not None:
+                    record["shadow"] = {
+                        "model_version": shadow[1],
+                        "predicted": shadow[0][i].digit,
+                        "confidence": shadow[0][i].confidence,
+                    }
                 lines.append(json.dumps(record))
             data = ("\n".join(lines) + "\n").encode()
             try:
@@ -257,6 +266,7 @@ class StoreWriter:
                         "predicted": record["predicted"],
                         "request_time": record["time"],
                         "replaces": earlier[-1]["label"] if earlier else None,
+                        "shadow": record.get("shadow"),
                     }
                     | _provenance(correction)
                 )

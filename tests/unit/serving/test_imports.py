@@ -14,6 +14,7 @@ def test_serving_imports_no_training_libraries():
         "import digitops.serving.predictor, digitops.serving.preprocess\n"
         "import digitops.serving.recorder, digitops.serving.aws_lambda\n"
         "import digitops.serving.feedback, digitops.store.writer, digitops.store.reader\n"
+        "import digitops.serving.batch\n"
         f"loaded = {sorted(FORBIDDEN)!r}\n"
         "bad = sorted(m for m in loaded if m in sys.modules)\n"
         "assert not bad, bad\n"
