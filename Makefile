@@ -107,6 +107,7 @@ bench: install
 	$(BIN)/python benchmarks/store_overhead.py
 	$(BIN)/python benchmarks/lambda_cold_start.py
 	$(BIN)/python benchmarks/active_learning.py
+	$(BIN)/python benchmarks/closed_loop.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build): every extra,
 # so the one lock constrains each face's install (`pip install 'digitops[serve]' -c ...`).

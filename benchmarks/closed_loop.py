@@ -1,7 +1,8 @@
 """The closed loop, measured: accuracy on a shifted stream before and after one loop, the labels
 it used, and the wall time from the first drifted request to the promotion, on this machine.
 
-    .venv/bin/python benchmarks/closed_loop.py [--epochs 3] [--labels 150] [--out F]
+    .venv/bin/python benchmarks/closed_loop.py [--epochs 3] [--retrain-epochs 5]
+        [--mnist-ratio 10] [--labels 150] [--out F]
 
 A base model is trained on all of MNIST (`--epochs`, no search), registered and put in
 production; `digitops serve` answers with it, keeps a request store and gives half its clients
@@ -9,7 +10,8 @@ to the `candidate` as a canary, following both aliases every second. The stream 
 printed digits photographed (`digitops.data.printed`): `--stream` requests from 200 clients.
 `digitops monitor` runs as users would run it (the CLI): it alerts on drift; `--labels` of the
 requests are labeled (`POST /feedback/batch`); the monitor retrains (the compiled pipeline on
-the KFP local runner, MNIST plus the labeled requests, no search); the new version is the
+the KFP local runner: `--mnist-ratio` MNIST images per labeled request, `--retrain-epochs`, no
+search); the new version is the
 canary; `--canary` more requests are answered and labeled; the monitor promotes it.
 
 The baseline is the production model before the loop, measured in the same run on the same
@@ -49,7 +51,11 @@ GATE, TOLERANCE = 0.97, 0.02
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--epochs", type=int, default=3, help="of the base model and the retrain")
+    parser.add_argument("--epochs", type=int, default=3, help="of the base model")
+    parser.add_argument("--retrain-epochs", type=int, default=5, help="of the retrain")
+    parser.add_argument(
+        "--mnist-ratio", type=float, default=10.0, help="MNIST images per labeled one (retrain)"
+    )
     parser.add_argument("--stream", type=int, default=600, help="shifted requests before labels")
     parser.add_argument("--labels", type=int, default=150, help="of them labeled for the retrain")
     parser.add_argument("--canary", type=int, default=400, help="requests while in canary")
@@ -66,8 +72,8 @@ def main() -> None:
             "rollout_labels": 100,
             "retrain": {
                 "tune_trials": 0,
-                "epochs": args.epochs,
-                "mnist_ratio": 30.0,
+                "epochs": args.retrain_epochs,
+                "mnist_ratio": args.mnist_ratio,
                 "accuracy_threshold": GATE,
                 "regression_tolerance": TOLERANCE,
             },

@@ -250,7 +250,8 @@ def monitor(
         str | None, typer.Option(help="URL told of alerts, retrains and rollout moves.")
     ] = None,
     watch: Annotated[
-        float | None, typer.Option(help="Repeat every this many seconds (Ctrl-C stops).")
+        float | None,
+        typer.Option(min=1, help="Repeat every this many seconds (Ctrl-C stops)."),
     ] = None,
     pipeline_file: Annotated[Path, typer.Option("--pipeline", help="Compiled pipeline.")] = (
         Path("pipelines") / "digits.yaml"
@@ -271,10 +272,10 @@ def monitor(
     while True:
         done = run_pass(cfg, store, data, out, pipeline_file, root.resolve())
         typer.echo("\n".join(done.lines()))
+        for failure in done.failures:
+            typer.echo(f"error: {failure}", err=True)
         if watch is None:
             break
-        time.sleep(watch)
-    for failure in done.failures:
-        typer.echo(f"error: {failure}", err=True)
+        time.sleep(watch)  # a failed pass is recorded; the next one comes anyway
     if done.failures:
         raise typer.Exit(2)

@@ -40,6 +40,10 @@ class RegistryError(DigitopsError):
     """A registry operation that cannot be done (unknown version, refused promotion...)."""
 
 
+class PromotionRefused(RegistryError):
+    """The gate or the regression check refuses the version: it must not go to production."""
+
+
 @dataclass(frozen=True)
 class Version:
     """A model version as the gate and the CLI see it."""
@@ -216,7 +220,7 @@ def promote(
         version = get_version(mlflow_client, cfg.model_name, number)
         if version.tags.get("gate") != "passed":
             reasons = version.tags.get("gate_reasons", "it was never gated")
-            raise RegistryError(
+            raise PromotionRefused(
                 f"version {number} of '{cfg.model_name}' did not pass the gate ({reasons}); "
                 "only gated versions can be promoted"
             )
@@ -224,7 +228,7 @@ def promote(
         if current is not None and current.number == number:
             raise RegistryError(f"version {number} is already in production")
         if current is not None and regression(version, current, cfg.regression_tolerance):
-            raise RegistryError(
+            raise PromotionRefused(
                 f"version {number} (test accuracy {version.accuracy:.4f}) is worse than "
                 f"production version {current.number} ({current.accuracy:.4f}) beyond the "
                 f"tolerance {cfg.regression_tolerance}; use `digitops rollback` to go back to "
@@ -269,6 +273,11 @@ def rollback(cfg: RegistryConfig, tracking: TrackingConfig, reason: str = "") ->
                 f"of '{cfg.model_name}'; there is nothing to roll back to"
             )
         set_production(mlflow_client, cfg.model_name, stack[-2], "rollback", reason)
+        # A version rolled back out of production is no challenger either: left as the
+        # candidate, a monitor would promote it again on the labels it earned in production.
+        candidate = by_alias(mlflow_client, cfg.model_name, CANDIDATE)
+        if candidate is not None and candidate.number == current.number:
+            mlflow_client.delete_registered_model_alias(cfg.model_name, CANDIDATE)
     return current.number, stack[-2]
 
 

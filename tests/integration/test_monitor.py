@@ -152,11 +152,32 @@ def test_a_webhook_that_times_out_is_named_and_the_decision_kept(setup):
     assert registry_state(work) == before
 
 
+def test_a_challenger_the_gate_refused_is_rejected_never_promoted(setup):
+    work, data, _, labeled = setup
+    mlflow = client(load_config(work / "monitor.yaml").tracking)
+    mlflow.set_model_version_tag(MODEL, "2", "gate", "failed")
+    mlflow.set_model_version_tag(MODEL, "2", "gate_reasons", "test accuracy 0.5 < threshold 0.99")
+    # Enough shadowed labels, as accurate as production (the same model): the rule says promote.
+    done, latest = monitor(work, data, "--set", f"monitor.rollout_labels={labeled}")
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert latest["rollout"]["action"] == "reject", latest["rollout"]
+    assert (
+        "the registry refuses it: version 2 of 'digit-classifier' did not pass the gate"
+        in (latest["rollout"]["reason"])
+    )
+    assert by_alias(mlflow, MODEL, PRODUCTION).number == 1
+    assert by_alias(mlflow, MODEL, CANDIDATE) is None
+    assert mlflow.get_model_version(MODEL, "2").tags["rollout"] == "rejected"
+    assert [(m["version"], m["action"]) for m in history(mlflow, MODEL)] == [
+        (1, "auto-approved"),
+        (2, "reject"),
+    ]
+
+
 def test_a_kfp_host_that_is_down_starts_nothing_and_moves_nothing(setup):
     work, data, _, _ = setup
     mlflow = client(load_config(work / "monitor.yaml").tracking)
-    # Out of its rollout, version 2 no longer blocks a retrain.
-    mlflow.delete_registered_model_alias(MODEL, CANDIDATE)
+    # No challenger in its rollout (the candidate is production): nothing blocks a retrain.
     mlflow.set_registered_model_alias(MODEL, CANDIDATE, "1")
     before = registry_state(work)
     host = f"http://127.0.0.1:{free_port()}"

@@ -2,7 +2,8 @@
 
 Two decisions per pass:
 - **the model's**: `nothing`, `alert` (something is wrong, but a retrain cannot help yet: too
-  few new labels, a cool-down, a challenger still in its rollout) or `retrain`;
+  few new labels, a cool-down, a challenger still in its rollout: one that gets traffic) or
+  `retrain`;
 - **the challenger's** (the `candidate` version, while it is not production): `wait` for enough
   labeled traffic, then `promote` (its live accuracy is no worse than the champion's, within
   `rollout_tolerance`) or `reject`.
@@ -56,7 +57,7 @@ def decide(cfg: MonitorConfig, seen: Observation, last_retrain: float | None) ->
         return Decision("nothing", [few])
     if not problems:
         return Decision("nothing", ["no drift, live accuracy within bounds"])
-    if seen.versions.candidate not in (None, production):
+    if seen.versions.candidate not in (None, production) and seen.challenger_requests:
         blocked = f"version {seen.versions.candidate} is in its rollout; judge it first"
     elif seen.new_labels < cfg.retrain_labels:
         blocked = f"{seen.new_labels} new labels of {cfg.retrain_labels} needed to retrain"
@@ -85,6 +86,10 @@ def judge_challenger(cfg: MonitorConfig, seen: Observation) -> RolloutDecision:
         if agreement is not None
         else ""
     )
+    if not seen.challenger_requests:
+        return RolloutDecision(
+            "wait", candidate, "no traffic: no service runs it as a challenger (serve --challenger)"
+        )
     if mine is None or labeled < cfg.rollout_labels:
         return RolloutDecision(
             "wait", candidate, f"{labeled} of {cfg.rollout_labels} labeled requests{agrees}"

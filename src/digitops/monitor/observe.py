@@ -28,7 +28,7 @@ import pandas as pd
 from digitops.config import Config
 from digitops.data.current import load_current
 from digitops.data.descriptors import COLUMNS, describe
-from digitops.errors import StoreError
+from digitops.errors import ModelError, StoreError
 from digitops.model.artifact import OnnxClassifier, softmax
 from digitops.stages.drift import detect
 from digitops.store.backends import Backend
@@ -78,6 +78,7 @@ class Observation:
     shadow_accuracy: list[LiveAccuracy]  # per version that shadowed
     shadow_agreement: dict[str, float] = field(default_factory=dict)
     new_labels: int = 0
+    challenger_requests: int = 0  # answered (canary) or shadowed by the candidate
 
     def accuracy_of(self, version: int | None) -> LiveAccuracy | None:
         """The live accuracy of `version`, answering or shadowing (None: no labels)."""
@@ -117,7 +118,10 @@ def observe(
     window_labels = [e for e in labels if e["request_id"] in in_window]
     drift: list[Drift] = []
     if len(records) >= cfg.min_requests and versions.production is not None:
-        drift = _drift(config, backend, records, reference, str(versions.production))
+        try:
+            drift = _drift(config, backend, records, reference, str(versions.production))
+        except (OSError, ValueError) as exc:  # a blob cut short, an image that is not one
+            raise StoreError(f"{store}: a kept image cannot be read ({exc})") from None
     created = versions.newest_created or 0.0
     new = sum(1 for e in labels_in_force(labels).values() if float(e["time"]) > created)
     return Observation(
@@ -130,6 +134,7 @@ def observe(
         shadow_accuracy=_shadow_accuracy(window_labels),
         shadow_agreement=_agreement(records),
         new_labels=new,
+        challenger_requests=_served_by(records, versions.candidate),
     )
 
 
@@ -225,9 +230,13 @@ def _test(
 def _production_dir(config: Config, production: str) -> Path:
     """The production version's model directory (downloaded from the registry)."""
     from mlflow.artifacts import download_artifacts
+    from mlflow.exceptions import MlflowException
 
     uri = f"models:/{config.registry.model_name}/{production}"
-    return Path(download_artifacts(artifact_uri=uri))
+    try:
+        return Path(download_artifacts(artifact_uri=uri))
+    except (MlflowException, OSError) as exc:
+        raise ModelError(f"{uri}: cannot be downloaded ({exc})") from None
 
 
 def _shadow_accuracy(labels: list[dict[str, Any]]) -> list[LiveAccuracy]:
@@ -239,6 +248,17 @@ def _shadow_accuracy(labels: list[dict[str, Any]]) -> list[LiveAccuracy]:
             tally[0] += entry["label"] == shadow["predicted"]
             tally[1] += 1
     return [LiveAccuracy(version, c, n) for version, (c, n) in sorted(counts.items())]
+
+
+def _served_by(records: list[dict[str, Any]], version: int | None) -> int:
+    """Requests the version answered or shadowed."""
+    name = str(version)
+    return sum(
+        1
+        for r in records
+        if str(r["model_version"]) == name
+        or str((r.get("shadow") or {}).get("model_version")) == name
+    )
 
 
 def _agreement(records: list[dict[str, Any]]) -> dict[str, float]:

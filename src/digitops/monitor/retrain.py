@@ -61,9 +61,14 @@ def one_at_a_time(lock_file: Path) -> Iterator[None]:
 
 
 def arguments(config: Config, store: str, reasons: list[str]) -> dict[str, Any]:
-    """The pipeline arguments of a retrain: the store as the data source, the monitor's
-    `retrain` parameters, approval manual, and the reasons as the trigger."""
+    """The pipeline arguments of a retrain: the registry's gate as configured, the monitor's
+    `retrain` parameters, the store as the data source, approval manual, and the reasons as the
+    trigger."""
+    gate = config.registry
     return {
+        "accuracy_threshold": gate.accuracy_threshold,
+        "regression_tolerance": gate.regression_tolerance,
+        "drift_blocks_promotion": gate.drift_blocks,
         **config.monitor.retrain,
         "source": store,
         "approval": "manual",

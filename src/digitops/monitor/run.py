@@ -94,6 +94,7 @@ def run_pass(
 ) -> Pass:
     """One pass over the store at `store` (see the module docstring)."""
     import mlflow
+    from mlflow.exceptions import MlflowException
 
     mlflow.set_tracking_uri(tracking_uri(config.tracking))
     started = time.time() if now is None else now
@@ -101,9 +102,10 @@ def run_pass(
     try:
         versions = _versions(config)
         seen = observe(config, store, reference, versions, now=started)
-    except DigitopsError as exc:
+    except (DigitopsError, MlflowException) as exc:
+        failure = f"MLflow: {exc.message}" if isinstance(exc, MlflowException) else str(exc)
         done = Pass(
-            started, Decision("alert", [f"cannot observe: {exc}"]), none, failures=[str(exc)]
+            started, Decision("alert", [f"cannot observe: {failure}"]), none, failures=[failure]
         )
         _finish(config, done, out)
         return done
@@ -122,30 +124,36 @@ def run_pass(
 
 
 def _act_on_challenger(config: Config, done: Pass) -> None:
-    """Promote or reject the challenger through the registry (which may refuse)."""
+    """Promote or reject the challenger through the registry. A refusal of the gate or the
+    regression check rejects it; any other failure (a busy lock, an unreachable registry, a
+    move made meanwhile) moves nothing and is named."""
+    from mlflow.exceptions import MlflowException
+
     verdict = done.rollout
     if verdict.version is None or verdict.action not in ("promote", "reject"):
         return
-    if verdict.action == "promote":
-        try:
-            registry.promote(
-                config.registry,
-                config.tracking,
-                verdict.version,
-                f"canary/shadow: {verdict.reason}",
-                "monitor-promote",
-            )
-            return
-        except registry.RegistryError as exc:
-            done.rollout = RolloutDecision(
-                "reject", verdict.version, f"the registry refuses it: {exc}"
-            )
     try:
+        if verdict.action == "promote":
+            try:
+                registry.promote(
+                    config.registry,
+                    config.tracking,
+                    verdict.version,
+                    f"canary/shadow: {verdict.reason}",
+                    "monitor-promote",
+                )
+                return
+            except registry.PromotionRefused as exc:
+                done.rollout = RolloutDecision(
+                    "reject", verdict.version, f"the registry refuses it: {exc}"
+                )
         registry.reject_candidate(
             config.registry, config.tracking, verdict.version, done.rollout.reason
         )
     except DigitopsError as exc:
-        done.failures.append(str(exc))
+        done.failures.append(f"{verdict.action} version {verdict.version}: {exc}")
+    except MlflowException as exc:
+        done.failures.append(f"{verdict.action} version {verdict.version}: {exc.message}")
 
 
 def _retrain(
@@ -168,14 +176,17 @@ def _retrain(
                 )
                 _finish(config, done, out)
                 return
+            local = not config.monitor.kfp_host
+            if local:  # the run takes minutes: the cool-down and the webhook count from now
+                _finish(config, done, out, retrain_started=True)
             try:
                 done.retrain = retrain.start(config, store, reasons, pipeline_file, root)
             except retrain.RetrainBusy:
                 raise  # a run on the KFP host: not a failure, an alert
             except DigitopsError as exc:
                 done.failures.append(f"retrain: {exc}")
-            # Recorded once it ran (local) or was submitted (KFP): what the cool-down counts.
-            _finish(config, done, out, retrain_started=done.retrain is not None)
+            # A KFP run counts once it was submitted (a host that is down starts no cool-down).
+            _finish(config, done, out, retrain_started=not local and done.retrain is not None)
     except retrain.RetrainBusy as exc:
         done.decision = Decision("alert", [*reasons, str(exc)])
         _finish(config, done, out)
@@ -190,7 +201,9 @@ def _versions(config: Config) -> Versions:
         client = registry.client(config.tracking)
         production = registry.by_alias(client, name, registry.PRODUCTION)
         candidate = registry.by_alias(client, name, registry.CANDIDATE)
-        found = client.search_model_versions(f"name='{name}'", max_results=100)
+        found = client.search_model_versions(
+            f"name='{name}'", max_results=1, order_by=["creation_timestamp DESC"]
+        )
     except MlflowException as exc:
         raise DigitopsError(f"the registry cannot be read ({exc.message})") from None
     newest = max((int(v.creation_timestamp) for v in found), default=None)

@@ -30,7 +30,7 @@ class BatchSummary:
 
 def batch_predict(model_uri: str, source: str, out: Path, tracking_uri: str) -> BatchSummary:
     """Score `source` (a folder or s3://bucket/prefix) with `model_uri` (empty: the registry's
-    production model) into `out` as Parquet, whatever its name; the command's output is passed
+    production version, else its candidate) into `out` as Parquet, whatever its name; the command's output is passed
     on, and its error line raised (as a `DigitopsError` when it was the user's)."""
     import pyarrow.parquet as pq
 

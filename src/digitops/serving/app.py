@@ -162,8 +162,12 @@ def create_app(
         batch = np.stack([_preprocess(data, i, len(images)) for i, data in enumerate(images)])
         predictions, embeddings = predictor.predict_with_embeddings(batch)
         if other is not None:  # shadow mode: predicted and kept, never returned
-            shadow = (other.predict(batch), other.version)
-            metrics.CHALLENGER.labels("shadow").inc(len(images))
+            try:
+                shadow = (other.predict(batch), other.version)
+                metrics.CHALLENGER.labels("shadow").inc(len(images))
+            except Exception:  # onnxruntime raises its own types; the answer must not fail
+                logger.exception("shadow version %s failed; answered without it", other.version)
+                metrics.CHALLENGER.labels("shadow-failed").inc(len(images))
         ids: list[str | None] = [None] * len(predictions)
         if recorder is not None:  # kept before the answer goes out: an answered id is stored
             ids = recorder.record(batch, images, predictions, embeddings, predictor, shadow)

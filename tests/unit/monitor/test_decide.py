@@ -17,6 +17,7 @@ def seen(
     candidate: int | None = None,
     canary: tuple[int, int] | None = None,
     shadow: tuple[int, int] | None = None,
+    challenger_requests: int = 300,
 ) -> Observation:
     tests = [
         Drift("descriptors", drifted, 0.8 if drifted else 0.1, ["ink"] if drifted else [], 500)
@@ -34,6 +35,7 @@ def seen(
         shadow_accuracy=[LiveAccuracy("2", *shadow)] if shadow else [],
         shadow_agreement={"2": 0.9} if shadow else {},
         new_labels=new_labels,
+        challenger_requests=challenger_requests if candidate else 0,
     )
 
 
@@ -116,3 +118,10 @@ def test_shadow_predictions_count_as_the_challengers_labeled_traffic():
     verdict = judge_challenger(CFG, seen(candidate=2, accuracy=(80, 100), shadow=(95, 100)))
     assert verdict.action == "promote"
     assert "agrees with production on 90% of shadowed requests" in verdict.reason
+
+
+def test_a_candidate_no_service_runs_neither_waits_forever_nor_blocks_retraining():
+    idle = seen(drifted=True, new_labels=150, candidate=2, challenger_requests=0)
+    verdict = judge_challenger(CFG, idle)
+    assert verdict.action == "wait" and verdict.reason.startswith("no traffic")
+    assert decide(CFG, idle, None).action == "retrain"
