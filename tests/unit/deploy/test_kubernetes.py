@@ -37,6 +37,10 @@ def test_the_serving_deployment_gets_the_image_and_model():
     env = {e["name"]: e.get("value", e.get("valueFrom")) for e in container["env"]}
     assert env == {
         **ENV,
+        # the candidate as a 10 % canary while it is not production (docs/continuous-training.md)
+        "DIGITOPS_CHALLENGER": "models:/digit-classifier@candidate",
+        "DIGITOPS_ROLLOUT": "canary",
+        "DIGITOPS_CANARY_SHARE": "0.1",
         "DIGITOPS_STORE": "s3://digitops-store/",
         "AWS_ENDPOINT_URL": "http://minio.mlflow.svc:9000",
         "AWS_DEFAULT_REGION": "us-east-1",
