@@ -30,6 +30,7 @@ from starlette.formparsers import MultiPartException, MultiPartParser
 from starlette.requests import ClientDisconnect
 
 from digitops.serving import metrics
+from digitops.serving.explain import STRIDE, WINDOW, occlusion, overlay_png
 from digitops.serving.feedback import add_feedback_routes
 from digitops.serving.label_studio import add_label_studio_routes
 from digitops.serving.predictor import Prediction, Predictor, ServedModel
@@ -64,6 +65,20 @@ class Answer(BaseModel):
 
 class BatchAnswer(BaseModel):
     predictions: list[Answer]
+
+
+class ExplainAnswer(BaseModel):
+    """What made the model answer: an occlusion map of the image as the model saw it."""
+
+    digit: str = Field(description="the predicted digit")
+    confidence: float
+    explained: str = Field(description="the digit whose evidence the map shows")
+    model_version: str
+    method: str = Field(description="occlusion: 4×4 windows, stride 2, blanked to 0")
+    attribution: list[list[float]] = Field(
+        description="28×28: how much the explained digit's logit drops when the pixel is blanked"
+    )
+    overlay_png: str = Field(description="the digit with the map over it, base64 PNG")
 
 
 class ImageBody(BaseModel):
@@ -193,6 +208,32 @@ def create_app(
         """Predict the digits in up to 64 images."""
         images = await _images(request, single=False)
         return BatchAnswer(predictions=await answered(request, images))
+
+    def explain(data: bytes, digit: str | None) -> ExplainAnswer:
+        predictor = served.predictor
+        image = _preprocess(data, 0, 1)
+        names = predictor.class_names
+        if digit is not None and digit not in names:
+            raise ImageError(f"'{digit}' is not a class of this model ({', '.join(names)})")
+        target = names.index(digit) if digit is not None else None
+        found = occlusion(predictor.classifier, image, target)
+        (prediction,) = predictor.predict(image[None])
+        return ExplainAnswer(
+            digit=prediction.digit,
+            confidence=prediction.confidence,
+            explained=names[found.target],
+            model_version=predictor.version,
+            method=f"occlusion {WINDOW}x{WINDOW}, stride {STRIDE}",
+            attribution=np.round(found.attribution, 5).tolist(),
+            overlay_png=base64.b64encode(overlay_png(image, found.attribution)).decode(),
+        )
+
+    @app.post("/explain", response_model=ExplainAnswer, responses=ERRORS, openapi_extra=_body(True))
+    async def explain_image(request: Request, digit: str | None = None) -> ExplainAnswer:
+        """Why the model answers what it does: an occlusion map of one image (`?digit=7`
+        explains another digit than the predicted one)."""
+        (data,) = await _images(request, single=True)
+        return await anyio.to_thread.run_sync(explain, data, digit, limiter=limiter)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
