@@ -108,6 +108,7 @@ bench: install
 	$(BIN)/python benchmarks/lambda_cold_start.py
 	$(BIN)/python benchmarks/active_learning.py
 	$(BIN)/python benchmarks/closed_loop.py
+	$(BIN)/python benchmarks/explain_latency.py
 
 # Re-pin after changing dependencies in pyproject.toml (keeps torch on the CPU build): every extra,
 # so the one lock constrains each face's install (`pip install 'digitops[serve]' -c ...`).
