@@ -131,7 +131,7 @@ def observe(
         versions=versions,
         drift=drift,
         accuracy=live_accuracy(window_labels),
-        shadow_accuracy=live_accuracy(window_labels, shadow=True),
+        shadow_accuracy=_shadow_accuracy(window_labels),
         shadow_agreement=_agreement(records),
         new_labels=new,
         challenger_requests=_served_by(records, versions.candidate),
@@ -237,6 +237,17 @@ def _production_dir(config: Config, production: str) -> Path:
         return Path(download_artifacts(artifact_uri=uri))
     except (MlflowException, OSError) as exc:
         raise ModelError(f"{uri}: cannot be downloaded ({exc})") from None
+
+
+def _shadow_accuracy(labels: list[dict[str, Any]]) -> list[LiveAccuracy]:
+    """Live accuracy of each version that shadowed labeled requests."""
+    counts: dict[str, list[int]] = {}
+    for entry in labels_in_force(labels).values():
+        if shadow := entry.get("shadow"):
+            tally = counts.setdefault(str(shadow["model_version"]), [0, 0])
+            tally[0] += entry["label"] == shadow["predicted"]
+            tally[1] += 1
+    return [LiveAccuracy(version, c, n) for version, (c, n) in sorted(counts.items())]
 
 
 def _served_by(records: list[dict[str, Any]], version: int | None) -> int:

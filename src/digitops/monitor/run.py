@@ -206,10 +206,11 @@ def _versions(config: Config) -> Versions:
         )
     except MlflowException as exc:
         raise DigitopsError(f"the registry cannot be read ({exc.message})") from None
+    newest = max((int(v.creation_timestamp) for v in found), default=None)
     return Versions(
         production.number if production else None,
         candidate.number if candidate else None,
-        int(found[0].creation_timestamp) / 1000 if found else None,
+        newest / 1000 if newest is not None else None,
     )
 
 

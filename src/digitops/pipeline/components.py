@@ -299,8 +299,8 @@ def batch_predict(
     answers: Output[Dataset],
 ) -> int:
     """Batch inference: score a folder or s3://bucket/prefix of images (`source`) with a model
-    directory or registry URI (empty: production, else the candidate) into a Parquet file, one
-    row per image (`digitops.serving.batch`); returns the number of images scored."""
+    directory or registry URI (empty: production, else the candidate) into a Parquet file, one row per
+    image (`digitops.serving.batch`); returns the number of images scored."""
     from pathlib import Path
 
     from digitops.config import load_config

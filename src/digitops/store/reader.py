@@ -124,16 +124,12 @@ class LiveAccuracy:
         return max(0.0, centre - half), min(1.0, centre + half)
 
 
-def live_accuracy(labels: list[dict[str, Any]], shadow: bool = False) -> list[LiveAccuracy]:
-    """Per model version, on the labels in force (each names the version that predicted); with
-    `shadow`, per version that shadowed the labeled requests (a challenger's, never answered)."""
+def live_accuracy(labels: list[dict[str, Any]]) -> list[LiveAccuracy]:
+    """Per model version, on the labels in force (each names the version that predicted)."""
     counts: dict[str, list[int]] = {}
     for entry in labels_in_force(labels).values():
-        predicted = entry.get("shadow") if shadow else entry
-        if not predicted:
-            continue
-        tally = counts.setdefault(str(predicted["model_version"]), [0, 0])
-        tally[0] += entry["label"] == predicted["predicted"]
+        tally = counts.setdefault(str(entry["model_version"]), [0, 0])
+        tally[0] += entry["label"] == entry["predicted"]
         tally[1] += 1
     return [LiveAccuracy(version, c, n) for version, (c, n) in sorted(counts.items())]
 
