@@ -6,6 +6,12 @@ server. Used for the README's registry screenshot:
 
     .venv/bin/python scripts/mlflow_ui_screenshot.py --store sqlite:///mlflow.db \\
         --out docs/images/mlflow-registry.png
+
+With `--card-version N`, it shows version N's model card in its run's artifact view instead
+(the page the version's `model_card` tag names):
+
+    .venv/bin/python scripts/mlflow_ui_screenshot.py --store sqlite:///mlflow.db \\
+        --card-version 1 --out docs/images/mlflow-model-card.png
 """
 
 from __future__ import annotations
@@ -26,6 +32,7 @@ def main() -> None:
     parser.add_argument("--store", default="sqlite:///mlflow.db", help="backend store URI")
     parser.add_argument("--model", default="digit-classifier", help="registered model name")
     parser.add_argument("--out", type=Path, default=Path("docs/images/mlflow-registry.png"))
+    parser.add_argument("--card-version", type=int, help="show this version's model card")
     args = parser.parse_args()
 
     port = free_port()
@@ -46,7 +53,10 @@ def main() -> None:
             wait_for_url(f"{url}/health", 90, alive=lambda: server.poll() is None)
         except NotReady as exc:
             raise SystemExit(f"mlflow server: {exc}") from None
-        _screenshot(f"{url}/#/models/{args.model}", args.out)
+        if args.card_version is None:
+            _screenshot(f"{url}/#/models/{args.model}", args.out)
+        else:
+            _screenshot_card(_card_page(url, args.model, args.card_version), args.out)
     finally:
         server.terminate()
         server.wait(timeout=30)
@@ -70,6 +80,36 @@ def _screenshot(page_url: str, out: Path) -> None:
         page.wait_for_timeout(1500)  # let the alias chips and tags settle
         out.parent.mkdir(parents=True, exist_ok=True)
         page.screenshot(path=str(out), full_page=True)
+        browser.close()
+
+
+def _card_page(url: str, model: str, version: int) -> str:
+    """The artifact view of the version's model card (its `model_card` tag: runs:/ID/PATH)."""
+    from mlflow import MlflowClient
+
+    client = MlflowClient(tracking_uri=url, registry_uri=url)
+    found = client.get_model_version(model, str(version))
+    run = client.get_run(found.run_id)
+    path = found.tags["model_card"].removeprefix(f"runs:/{found.run_id}/")
+    return f"{url}/#/experiments/{run.info.experiment_id}/runs/{found.run_id}/artifacts/{path}"
+
+
+def _screenshot_card(page_url: str, out: Path) -> None:
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as playwright:
+        browser = playwright.chromium.launch(
+            executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"]
+        )
+        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page.goto(page_url)
+        page.frame_locator("iframe").locator("h1").wait_for(timeout=60_000)
+        close_assistant = page.locator("button[aria-label='Close']")
+        if close_assistant.count():  # the side panel of MLflow 3's assistant narrows the card
+            close_assistant.first.click()
+        page.wait_for_timeout(1500)  # let the figures load
+        out.parent.mkdir(parents=True, exist_ok=True)
+        page.screenshot(path=str(out))
         browser.close()
 
 

@@ -24,6 +24,7 @@ from digitops.console import (
 )
 from digitops.console import make_config as _config
 from digitops.errors import DigitopsError
+from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
 from digitops.pipeline.cli import pipeline_app
 from digitops.production_cli import features_app, labels_app, monitor, select, store_app
 
@@ -186,13 +187,27 @@ def register(
     approval: Annotated[
         str | None, typer.Option(help="manual (default): promote by hand; auto: on a pass.")
     ] = None,
+    explanation: Annotated[
+        Path | None,
+        typer.Option(help="Explanation directory (from explain): its figures join the card."),
+    ] = None,
+    card_out: Annotated[
+        Path | None,
+        typer.Option(help="Where the model card goes (default: model-card beside --evaluation)."),
+    ] = None,
 ) -> None:
-    """Register the model in MLflow, gate it, alias it `candidate` (and `production` if auto)."""
+    """Register the model in MLflow, gate it, alias it `candidate` (and `production` if auto);
+    write its model card (Markdown and HTML), also logged to MLflow."""
     from digitops.registry import PRODUCTION
     from digitops.stages import register as stage
 
     result = stage.run(
-        _config(config, set_, **{"registry.approval": approval}), model, evaluation, drift
+        _config(config, set_, **{"registry.approval": approval}),
+        model,
+        evaluation,
+        drift,
+        explanation_dir=explanation,
+        card_dir=card_out,
     )
     show(result)
     if result.gate_passed and PRODUCTION not in result.aliases:
@@ -283,16 +298,28 @@ def serve(
     canary_share: Annotated[
         float, typer.Option(help="Share of clients the canary answers (sticky per client).")
     ] = 0.1,
+    confidence_floor: Annotated[
+        float | None,
+        typer.Option(
+            min=0.0,
+            max=1.0,
+            help="Calibrated confidence below which an answer is 'unsure' "
+            f"(default {DEFAULT_CONFIDENCE_FLOOR}).",
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI + onnxruntime): /predict, /feedback, the web page..."""
     import os
 
     from digitops.serving.main import STORE_CAP_ENV
     from digitops.serving.main import serve as run_server
+    from digitops.serving.predictor import CONFIDENCE_FLOOR_ENV
     from digitops.serving.rollout import RolloutSettings
 
     if store_cap is not None:  # the workers read it from the environment
         os.environ[STORE_CAP_ENV] = str(store_cap)
+    if confidence_floor is not None:  # so does every predictor as it loads
+        os.environ[CONFIDENCE_FLOOR_ENV] = str(confidence_floor)
     settings = RolloutSettings(challenger, rollout, canary_share) if challenger else None  # type: ignore[arg-type]
     run_server(
         model_or_default(model),

@@ -75,6 +75,9 @@ class TrainConfig(Section):
     lr: float = Field(0.01, gt=0, description="peak learning rate of the one-cycle schedule")
     weight_decay: float = Field(1e-4, ge=0)
     label_smoothing: float = Field(0.0, ge=0, lt=1)
+    outlier_exposure: float = Field(
+        0.2, ge=0, description="weight of the loss that keeps non-digits unsure; 0: off"
+    )
     patience: int = Field(5, ge=1, description="epochs without val improvement before stopping")
     seed: int = 42
     threads: int | None = Field(None, ge=1, description="torch CPU threads (default: all cores)")
@@ -143,6 +146,15 @@ class EvaluateConfig(Section):
 
     batch_size: int = Field(1000, ge=1)
     max_misclassified: int = Field(64, ge=0, description="digits shown in the error grid")
+    behavior_images: int = Field(1000, ge=10, description="test digits each behavioral test uses")
+    behavior_rotate: float = Field(10.0, ge=0, le=45, description="invariance: rotation, degrees")
+    behavior_shift_px: int = Field(2, ge=0, le=8, description="invariance: shift, pixels")
+    behavior_stroke_px: int = Field(2, ge=1, le=4, description="invariance: dilation/erosion size")
+    behavior_contrast: float = Field(0.5, ge=0, lt=1, description="invariance: ink contrast cut")
+    high_confidence: float = Field(
+        0.9, gt=0, le=1, description="directional: a confidence this high on a non-digit fails"
+    )
+    seed: int = 0
 
 
 class ExplainConfig(Section):
@@ -187,6 +199,24 @@ class RegistryConfig(Section):
         0.001, ge=0, description="how much below production's test accuracy is still no regression"
     )
     drift_blocks: bool = Field(True, description="a drift verdict stops the version")
+    quality_rules: bool = Field(
+        True, description="also the rules below (off: accuracy, regression, drift only)"
+    )
+    class_recall_floor: float = Field(0.98, ge=0, le=1, description="every class's test recall")
+    confusion_pairs: list[tuple[str, str]] = Field(
+        [("4", "9"), ("3", "5"), ("3", "8"), ("5", "8"), ("1", "7")],
+        description="digit pairs known to be confused",
+    )
+    confusion_budget: float = Field(
+        0.01, ge=0, le=1, description="most of a pair's test digits confused either way"
+    )
+    ece_ceiling: float = Field(0.02, ge=0, le=1, description="expected calibration error on test")
+    invariance_floor: float = Field(
+        0.95, ge=0, le=1, description="answers kept under each behavioral perturbation"
+    )
+    directional_ceiling: float = Field(
+        0.05, ge=0, le=1, description="non-digits answered with high confidence, at most"
+    )
     approval: Literal["manual", "auto"] = Field(
         "manual", description="manual: a person runs `digitops promote`; auto: promote on pass"
     )

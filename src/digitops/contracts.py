@@ -75,6 +75,11 @@ class Evaluation(StageFile):
     macro: dict[str, float]
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]
+    # temperature, ece_before / ece_after (test), the reliability bins before and after, and the
+    # share of test digits the service would answer `unsure` at a few confidence floors
+    calibration: dict[str, Any]
+    # per behavioral test (digitops.stages.behavior): kind, description, rate, images
+    behavior: dict[str, dict[str, Any]]
     model_dir: str
     dataset_version: str
 

@@ -25,6 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from digitops.config import RegistryConfig, TrackingConfig
+from digitops.contracts import Evaluation
 from digitops.errors import DigitopsError
 
 CANDIDATE = "candidate"
@@ -307,35 +308,138 @@ class DriftFinding(Protocol):
 
 
 @dataclass(frozen=True)
-class GateDecision:
-    """Whether a version may become a candidate, and why not."""
+class Rule:
+    """One gate rule as it was decided: its name, whether it passed, and the figures."""
 
+    name: str
     passed: bool
-    reasons: list[str]
+    detail: str
+
+
+@dataclass(frozen=True)
+class GateDecision:
+    """Whether a version may become a candidate: every rule, and the failures as reasons."""
+
+    rules: list[Rule]
+
+    @property
+    def passed(self) -> bool:
+        return all(rule.passed for rule in self.rules)
+
+    @property
+    def reasons(self) -> list[str]:
+        return [f"{rule.name}: {rule.detail}" for rule in self.rules if not rule.passed]
 
 
 def gate(
     cfg: RegistryConfig,
-    accuracy: float,
+    evaluation: Evaluation,
     production: Version | None,
     drift: DriftFinding | None,
 ) -> GateDecision:
-    """The gate, decided here only: accuracy at or above the threshold, no regression against
-    production beyond the tolerance, no blocking drift. Every rule that fails is named."""
-    reasons = []
-    if accuracy < cfg.accuracy_threshold:
-        reasons.append(f"test accuracy {accuracy:.4f} < threshold {cfg.accuracy_threshold}")
-    candidate = Version(0, [], {"test_accuracy": str(accuracy)})
-    if production is not None and regression(candidate, production, cfg.regression_tolerance):
-        reasons.append(
-            f"test accuracy {accuracy:.4f} regresses from production version "
-            f"{production.number} ({production.accuracy:.4f}) by more than "
-            f"{cfg.regression_tolerance}"
+    """The gate, decided here only. Accuracy at or above the threshold, no regression against
+    production beyond the tolerance, no blocking drift; with `quality_rules`, also every class's
+    recall, the known confusion pairs, calibration and the behavioral tests (`evaluate`'s).
+    Every rule is named, passed or not."""
+    accuracy = evaluation.test_accuracy
+    rules = [
+        Rule(
+            "accuracy",
+            accuracy >= cfg.accuracy_threshold,
+            f"test accuracy {accuracy:.4f} {_cmp(accuracy >= cfg.accuracy_threshold)} "
+            f"threshold {cfg.accuracy_threshold}",
         )
-    if drift is not None and drift.drifted and cfg.drift_blocks:
-        columns = ", ".join(drift.drifted_columns)
-        reasons.append(f"data drift ({drift.drifted_share:.0%} of columns: {columns})")
-    return GateDecision(not reasons, reasons)
+    ]
+    if production is not None:
+        candidate = Version(0, [], {"test_accuracy": str(accuracy)})
+        worse = regression(candidate, production, cfg.regression_tolerance)
+        rules.append(
+            Rule(
+                "no-regression",
+                not worse,
+                f"test accuracy {accuracy:.4f} "
+                + ("regresses from" if worse else "within tolerance of")
+                + f" production version {production.number} ({production.accuracy or 0:.4f})"
+                + (f" by more than {cfg.regression_tolerance}" if worse else ""),
+            )
+        )
+    if drift is not None:
+        blocked = drift.drifted and cfg.drift_blocks
+        columns = ", ".join(drift.drifted_columns) or "none"
+        rules.append(
+            Rule(
+                "drift",
+                not blocked,
+                f"{'data drift' if drift.drifted else 'no drift'} "
+                f"({drift.drifted_share:.0%} of columns: {columns})"
+                + ("" if cfg.drift_blocks else "; drift does not block"),
+            )
+        )
+    if cfg.quality_rules:
+        rules += _quality_rules(cfg, evaluation)
+    return GateDecision(rules)
+
+
+def _quality_rules(cfg: RegistryConfig, evaluation: Evaluation) -> list[Rule]:
+    """The rules beyond accuracy: per class, the confusion pairs, calibration, behavior."""
+    recall = {name: row["recall"] for name, row in evaluation.per_class.items()}
+    low = {name: r for name, r in recall.items() if r < cfg.class_recall_floor}
+    worst = min(recall, key=lambda name: recall[name])
+    rules = [
+        Rule(
+            "class-recall",
+            not low,
+            f"recall below {cfg.class_recall_floor} for "
+            + ", ".join(f"{name} ({r:.4f})" for name, r in low.items())
+            if low
+            else f"every class at {cfg.class_recall_floor} or more (lowest: {worst}, "
+            f"{recall[worst]:.4f})",
+        )
+    ]
+    names = list(evaluation.per_class)
+    matrix = evaluation.confusion_matrix
+    shares = {}
+    for a, b in cfg.confusion_pairs:
+        if a in names and b in names:
+            i, j = names.index(a), names.index(b)
+            digits = sum(matrix[i]) + sum(matrix[j])
+            shares[f"{a}↔{b}"] = (matrix[i][j] + matrix[j][i]) / max(digits, 1)
+    over = {pair: share for pair, share in shares.items() if share > cfg.confusion_budget}
+    rules.append(
+        Rule(
+            "confusion-pairs",
+            not over,
+            ", ".join(f"{pair} {share:.2%}" for pair, share in (over or shares).items())
+            + f" of the pair's test digits confused {_cmp(not over, '<=', '>')} budget "
+            f"{cfg.confusion_budget:.2%}",
+        )
+    )
+    ece = evaluation.calibration["ece_after"]
+    rules.append(
+        Rule(
+            "calibration",
+            ece <= cfg.ece_ceiling,
+            f"expected calibration error {ece:.4f} {_cmp(ece <= cfg.ece_ceiling, '<=', '>')} "
+            f"ceiling {cfg.ece_ceiling}",
+        )
+    )
+    for name, test in evaluation.behavior.items():
+        rate = test["rate"]
+        if test["kind"] == "invariance":
+            ok = rate >= cfg.invariance_floor
+            detail = f"{rate:.1%} of answers kept {_cmp(ok)} floor {cfg.invariance_floor:.0%}"
+        else:
+            ok = rate <= cfg.directional_ceiling
+            detail = (
+                f"{rate:.1%} answered with high confidence {_cmp(ok, '<=', '>')} ceiling "
+                f"{cfg.directional_ceiling:.0%}"
+            )
+        rules.append(Rule(f"{test['kind']}/{name}", ok, f"{test['description']}: {detail}"))
+    return rules
+
+
+def _cmp(ok: bool, good: str = ">=", bad: str = "<") -> str:
+    return good if ok else bad
 
 
 def regression(version: Version, production: Version, tolerance: float) -> bool:

@@ -50,6 +50,7 @@ def test_pipeline_runs_in_the_component_image(tmp_path):
             *("--pipeline", str(REPO / "pipelines" / "digits.yaml"), "--root", str(root)),
             *("--limit", "2000", "--tune-trials", "0", "--epochs", "2"),
             *("--param", "accuracy_threshold=0.5", "--param", "smoke_min_accuracy=0.5"),
+            *("--param", "quality_rules=false"),
             *("--param", "approval=auto"),
         ],
         cwd=tmp_path,

@@ -44,6 +44,7 @@ def local_run(tmp_path_factory: pytest.TempPathFactory):
         cwd,
         *("--limit", "3000", "--tune-trials", "2", "--epochs", "2"),
         *("--param", "accuracy_threshold=0.5", "--param", "smoke_min_accuracy=0.5"),
+        *("--param", "quality_rules=false"),
         *("--param", "approval=auto"),
     )
     try:

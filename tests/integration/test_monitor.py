@@ -44,7 +44,11 @@ def setup(tmp_path_factory: pytest.TempPathFactory, trained, mnist_slice):  # ty
             "retrain_labels": 100,
             "rollout_labels": 1000,
         },
-        "registry": {"accuracy_threshold": 0.5, "regression_tolerance": 0.5},
+        "registry": {
+            "accuracy_threshold": 0.5,
+            "regression_tolerance": 0.5,
+            "quality_rules": False,  # a 4,000-image model: accuracy, regression and drift only
+        },
         "tracking": {"uri": uri},
     }
     (work / "monitor.yaml").write_text(yaml.safe_dump(settings))

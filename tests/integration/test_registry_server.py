@@ -15,7 +15,7 @@ from digitops.stages import evaluate, prepare, train
 from digitops.stages import register as register_stage
 
 from ..conftest import make_config
-from ..serving_helpers import running_server
+from ..serving_helpers import chromium_page, running_server
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -67,7 +67,8 @@ def register(server: str, cwd: Path, model: tuple[Path, Path], *extra: str):
         server,
         cwd,
         *("register", "--model", str(model_dir), "--evaluation", str(evaluation)),
-        *("--set", "registry.accuracy_threshold=0.8", *extra),
+        *("--set", "registry.accuracy_threshold=0.8", "--set", "registry.quality_rules=false"),
+        *extra,
     )
 
 
@@ -124,6 +125,27 @@ def test_register_gate_promote_rollback_over_http(server: str, models, tmp_path:
     ]
     nothing_left = cli(server, tmp_path, "rollback")
     assert nothing_left.returncode == 2 and "nothing to roll back to" in nothing_left.stderr
+
+
+def test_the_model_card_renders_in_mlflows_artifact_view(server: str, models, tmp_path: Path):
+    """Every version gets a card, a refused one too; MLflow's UI shows it (headless chromium)."""
+    refused = register(server, tmp_path, models["bad"])
+    assert refused.returncode == 0, refused.stderr
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    version = max(client.search_model_versions(f"name='{MODEL}'"), key=lambda v: int(v.version))
+    uri = version.tags["model_card"]
+    assert uri.startswith(f"runs:/{version.run_id}/model-card/v{version.version}/")
+    run = client.get_run(version.run_id)
+    path = uri.removeprefix(f"runs:/{version.run_id}/")
+    url = f"{server}/#/experiments/{run.info.experiment_id}/runs/{run.info.run_id}/artifacts/{path}"
+    with chromium_page(url) as page:
+        card = page.frame_locator("iframe")
+        heading = card.locator("h1")
+        heading.wait_for(timeout=30_000)
+        assert heading.inner_text() == f"Model card: {MODEL} version {version.version}"
+        assert "The gate failed." in card.locator("body").inner_text()
+        assert card.locator("td", has_text="FAIL").count() >= 1
+        assert card.locator("img").count() == 2  # confusion matrix, calibration curve
 
 
 def test_registered_model_loads_back_as_onnx(server: str, models):
@@ -242,6 +264,7 @@ def test_only_a_version_that_went_to_production_is_deployed(server: str, models,
             tmp_path,
             "registry.model_name=approval-classifier",
             "registry.accuracy_threshold=0.8",
+            "registry.quality_rules=false",
             f"registry.approval={approval}",
             f"tracking.uri={server}",
         )

@@ -10,11 +10,13 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 import httpx
+import numpy as np
 import pytest
 from PIL import Image
 
 from digitops.data.current import load_current
 from digitops.data.dataset import load_dataset
+from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
 from digitops.store.layout import decode_embedding
 
 from ..integration.test_cli import run_cli
@@ -64,6 +66,7 @@ def test_answer_shape_json_and_batch(service, digits):
         "confidence",
         "probabilities",
         "top3",
+        "unsure",
         "model_version",
         "request_id",
     }
@@ -71,6 +74,31 @@ def test_answer_shape_json_and_batch(service, digits):
     assert single["top3"][0]["digit"] == single["digit"]
     assert [p["digit"] for p in batch["predictions"]] == [single["digit"]] * 3
     assert len(multipart["predictions"]) == 5
+
+
+def _unsure_total(client: httpx.Client) -> float:
+    found = re.search(
+        r"^digitops_unsure_predictions_total (\S+)$", client.get("/metrics").text, re.M
+    )
+    return float(found.group(1)) if found else 0.0
+
+
+def test_unsure_answers_are_flagged_and_counted_in_metrics(service, digits):
+    """Below the confidence floor an answer says `unsure`; noise is no digit the model knows."""
+    url, _ = service
+    rng = np.random.default_rng(0)
+    noise = [(rng.random((28, 28)) * 255).astype(np.uint8) for _ in range(10)]
+    with httpx.Client(base_url=url) as client:
+        before = _unsure_total(client)
+        answers = [
+            client.post("/predict", files={"file": ("d.png", png(image))}).json()
+            for image in [*digits[0][:50], *noise]
+        ]
+        after = _unsure_total(client)
+    assert all(a["unsure"] == (a["confidence"] < DEFAULT_CONFIDENCE_FLOOR) for a in answers)
+    assert sum(a["unsure"] for a in answers[50:]) >= 5  # most noise images
+    assert sum(a["unsure"] for a in answers[:50]) <= 5  # few test digits
+    assert after - before == sum(a["unsure"] for a in answers)
 
 
 def _bad_requests(digit: bytes) -> dict[str, dict]:

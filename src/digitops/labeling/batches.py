@@ -20,7 +20,7 @@ import numpy as np
 from digitops.errors import DataError, StoreError
 from digitops.labeling.select import Measure, Strategy, choose, score
 from digitops.labeling.tasks import model_version
-from digitops.model.artifact import OnnxClassifier, softmax
+from digitops.model.artifact import OnnxClassifier
 from digitops.store.backends import Backend
 from digitops.store.layout import image_from_bytes, new_segment
 from digitops.store.reader import labels_in_force, open_store, read_blob, read_lines
@@ -98,7 +98,7 @@ def select(
             f"{model.name} version {model.version} has no embedding output (exported before "
             "digitops 0.1 stored embeddings); use --strategy uncertainty, or a newer model"
         )
-    scores = score(softmax(logits))
+    scores = score(model.classifier.calibrated(logits))
     chosen = choose(scores, embeddings, budget, strategy, measure, seed)
     doubt = scores.uncertainty(measure)
     names = model.classifier.class_names

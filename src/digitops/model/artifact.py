@@ -16,6 +16,7 @@ from pydantic import BaseModel, ConfigDict, ValidationError
 
 from digitops.errors import ModelError
 from digitops.fileio import read_json, write_json
+from digitops.model.calibration import scaled_softmax
 
 MODEL_ONNX = "model.onnx"
 MODEL_CARD = "model.json"
@@ -48,6 +49,18 @@ class CardMetrics(BaseModel):
     train_seconds: float
 
 
+class CardCalibration(BaseModel):
+    """Temperature scaling fitted on the validation split (`digitops.model.calibration`)."""
+
+    temperature: float
+    fitted_on: str
+    images: int
+    nll_before: float
+    nll_after: float
+    ece_before: float
+    ece_after: float
+
+
 class ModelCard(BaseModel):
     """`model.json`: what the model is, what it expects, what it was trained on, how it did."""
 
@@ -67,6 +80,12 @@ class ModelCard(BaseModel):
     onnx: dict[str, float]
     mlflow_run_id: str | None
     digitops_version: str
+    # Cards written before calibration have none: their temperature is 1 (the raw softmax).
+    calibration: CardCalibration | None = None
+
+    @property
+    def temperature(self) -> float:
+        return self.calibration.temperature if self.calibration else 1.0
 
     def write(self, model_dir: Path) -> None:
         write_json(model_dir / MODEL_CARD, self.model_dump())
@@ -120,12 +139,6 @@ def serving_threads() -> int:
     return int(os.environ.get(THREADS_ENV, "1"))
 
 
-def softmax(logits: np.ndarray) -> np.ndarray:
-    """Row-wise probabilities of N×K logits."""
-    exp = np.exp(logits - logits.max(axis=1, keepdims=True))
-    return np.asarray(exp / exp.sum(axis=1, keepdims=True))
-
-
 def as_input(images: np.ndarray) -> np.ndarray:
     """N×28×28 images (uint8 0..255, or float in [0, 1]) as the model's N×1×28×28 float32."""
     x = images.astype(np.float32)
@@ -174,5 +187,10 @@ class OnnxClassifier:
         embeddings = np.concatenate([run[1] for run in runs]) if len(runs[0]) > 1 else None
         return logits, embeddings
 
+    def calibrated(self, logits: np.ndarray) -> np.ndarray:
+        """Probabilities of this model's logits, at the temperature in its card."""
+        return scaled_softmax(logits, self.card.temperature)
+
     def probabilities(self, images: np.ndarray, batch_size: int = 1000) -> np.ndarray:
-        return softmax(self.logits(images, batch_size))
+        """Calibrated probabilities for N×28×28 images."""
+        return self.calibrated(self.logits(images, batch_size))

@@ -1,10 +1,15 @@
-"""The LightningModule: AdamW with a one-cycle schedule, torchmetrics accuracy.
+"""The LightningModule: AdamW with a one-cycle schedule, torchmetrics accuracy, and outlier
+exposure (Hendrycks et al., 2019): each batch also holds images that are no digit (the batch's
+digits inverted, uniform grey, noise), whose answer is pushed towards "every digit alike", so the
+model learns not to be sure of them (the gate's directional tests).
 
 Hyper-parameters are saved with the checkpoint, so `DigitClassifier.load_from_checkpoint`
 rebuilds the exact network.
 """
 
 from __future__ import annotations
+
+import math
 
 import lightning as L
 import torch
@@ -29,6 +34,7 @@ class DigitClassifier(L.LightningModule):
         label_smoothing: float,
         mean: float,
         std: float,
+        outlier_exposure: float = 0.0,  # checkpoints from before it trained without
     ) -> None:
         super().__init__()
         self.save_hyperparameters()
@@ -50,6 +56,7 @@ class DigitClassifier(L.LightningModule):
             label_smoothing=train.label_smoothing,
             mean=stats["mean"],
             std=stats["std"],
+            outlier_exposure=train.outlier_exposure,
         )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -57,8 +64,18 @@ class DigitClassifier(L.LightningModule):
 
     def training_step(self, batch: tuple[torch.Tensor, torch.Tensor], _: int) -> torch.Tensor:
         x, y = batch
-        logits = self.net(x)
+        weight = self.hparams["outlier_exposure"]
+        # One forward pass over digits and non-digits together, so batch normalisation sees the
+        # same mix in every step (a separate pass would skew its running statistics).
+        everything = self.net(torch.cat([x, outliers(x)]) if weight else x)
+        logits = everything[: len(x)]
         loss = F.cross_entropy(logits, y, label_smoothing=self.hparams["label_smoothing"])
+        if weight:
+            # KL(uniform || p): cross-entropy to the uniform answer less its minimum, log K
+            log_p = everything[len(x) :].log_softmax(1)
+            uniform = -log_p.mean(1).mean() - math.log(log_p.shape[1])
+            self.log("train_outlier_loss", uniform, on_step=False, on_epoch=True)
+            loss = loss + weight * uniform
         self.train_acc(logits, y)
         self.log("train_loss", loss, on_step=False, on_epoch=True)
         self.log("train_accuracy", self.train_acc, on_step=False, on_epoch=True)
@@ -83,3 +100,12 @@ class DigitClassifier(L.LightningModule):
             optimizer, max_lr=hp["lr"], total_steps=int(self.trainer.estimated_stepping_batches)
         )
         return {"optimizer": optimizer, "lr_scheduler": {"scheduler": schedule, "interval": "step"}}
+
+
+def outliers(x: torch.Tensor) -> torch.Tensor:
+    """Non-digits for a batch `x` (B×1×28×28 in [0, 1]): an eighth as many of each kind, its
+    digits inverted, uniform images of random grey and noise of random strength."""
+    n = max(1, len(x) // 8)
+    grey = torch.rand(n, 1, 1, 1, device=x.device).expand(n, *x.shape[1:])
+    noise = torch.rand(n, *x.shape[1:], device=x.device) * torch.rand(n, 1, 1, 1, device=x.device)
+    return torch.cat([1.0 - x[:n], grey, noise])

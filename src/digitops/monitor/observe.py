@@ -29,7 +29,7 @@ from digitops.config import Config
 from digitops.data.current import load_current
 from digitops.data.descriptors import COLUMNS, describe
 from digitops.errors import ModelError, StoreError
-from digitops.model.artifact import OnnxClassifier, softmax
+from digitops.model.artifact import OnnxClassifier
 from digitops.stages.drift import detect
 from digitops.store.backends import Backend
 from digitops.store.layout import decode_embedding
@@ -160,7 +160,7 @@ def _drift(
     if len(own) >= config.monitor.min_requests and "embedding" in own:
         classifier = OnnxClassifier.load(_production_dir(config, production))
         logits, embeddings = classifier.outputs(images)
-        probabilities = softmax(logits)
+        probabilities = classifier.calibrated(logits)
         names = np.array(classifier.class_names)
         reference_model = pd.DataFrame(
             {"predicted": names[probabilities.argmax(1)], "confidence": probabilities.max(1)}

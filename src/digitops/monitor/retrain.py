@@ -69,6 +69,7 @@ def arguments(config: Config, store: str, reasons: list[str]) -> dict[str, Any]:
         "accuracy_threshold": gate.accuracy_threshold,
         "regression_tolerance": gate.regression_tolerance,
         "drift_blocks_promotion": gate.drift_blocks,
+        "quality_rules": gate.quality_rules,
         **config.monitor.retrain,
         "source": store,
         "approval": "manual",

@@ -30,8 +30,9 @@ class BatchSummary:
 
 def batch_predict(model_uri: str, source: str, out: Path, tracking_uri: str) -> BatchSummary:
     """Score `source` (a folder or s3://bucket/prefix) with `model_uri` (empty: the registry's
-    production version, else its candidate) into `out` as Parquet, whatever its name; the command's output is passed
-    on, and its error line raised (as a `DigitopsError` when it was the user's)."""
+    production version, else its candidate) into `out` as Parquet, whatever its name; the
+    command's output is passed on, and its error line raised (as a `DigitopsError` when it was
+    the user's)."""
     import pyarrow.parquet as pq
 
     out.parent.mkdir(parents=True, exist_ok=True)

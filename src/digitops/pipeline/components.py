@@ -160,8 +160,10 @@ def explain(
     mlflow_tracking_uri: str,
     metrics: Output[Metrics],
     report: Output[HTML],
+    explanation: Output[Artifact],
 ) -> None:
-    """Captum attributions of test digits and their faithfulness (deletion curves)."""
+    """Captum attributions of test digits and their faithfulness (deletion curves); the
+    `explanation` directory (figures, metrics) goes on to the model card."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -176,6 +178,7 @@ def explain(
     result = stage.run(config, Path(model.path), Path(dataset.path), out)
     log_to_kfp(result, metrics)
     shutil.copyfile(out / stage.REPORT, report.path)
+    shutil.copytree(out, explanation.path)
 
 
 @dsl.component(base_image=IMAGE, install_kfp_package=False)
@@ -214,19 +217,26 @@ def register(
     model: Input[Model],
     evaluation: Input[Artifact],
     drift_verdict: Input[Artifact],
+    explanation: Input[Artifact],
     model_name: str,
     accuracy_threshold: float,
     regression_tolerance: float,
     drift_blocks_promotion: bool,
+    quality_rules: bool,
     approval: str,
     pipeline_run: str,
     trigger: str,
     mlflow_tracking_uri: str,
     registered: Output[Artifact],
+    model_card: Output[HTML],
+    model_card_markdown: Output[Markdown],
 ) -> bool:
-    """Register the model in MLflow and gate it (accuracy, regression, drift); returns whether
-    it went to production (passed, with approval 'auto'); a version that passed with approval
-    'manual' is the `candidate`, waiting for `digitops promote`."""
+    """Register the model in MLflow and gate it (accuracy, regression, drift, and the quality
+    rules: per-class recall, confusion pairs, calibration, behavioral tests); write its model
+    card; returns whether it went to production (passed, with approval 'auto'); a version that
+    passed with approval 'manual' is the `candidate`, waiting for `digitops promote`."""
+    import shutil
+    import tempfile
     from pathlib import Path
 
     from digitops.config import load_config
@@ -238,9 +248,11 @@ def register(
         accuracy_threshold=accuracy_threshold,
         regression_tolerance=regression_tolerance,
         drift_blocks_promotion=drift_blocks_promotion,
+        quality_rules=quality_rules,
         approval=approval,
         mlflow_tracking_uri=mlflow_tracking_uri,
     )
+    card_dir = Path(tempfile.mkdtemp()) / "model-card"
     result = stage.run(
         load_config(values=values),
         Path(model.path),
@@ -248,7 +260,11 @@ def register(
         Path(drift_verdict.path),
         pipeline_run,
         trigger,
+        Path(explanation.path),
+        card_dir,
     )
+    shutil.copyfile(card_dir / "model_card.html", model_card.path)
+    shutil.copyfile(card_dir / "model_card.md", model_card_markdown.path)
     registration = result.registration()
     registration.write(Path(registered.path))
     registered.metadata.update(result.__dict__, model_uri=registration.model_uri)
@@ -299,8 +315,8 @@ def batch_predict(
     answers: Output[Dataset],
 ) -> int:
     """Batch inference: score a folder or s3://bucket/prefix of images (`source`) with a model
-    directory or registry URI (empty: production, else the candidate) into a Parquet file, one row per
-    image (`digitops.serving.batch`); returns the number of images scored."""
+    directory or registry URI (empty: production, else the candidate) into a Parquet file, one
+    row per image (`digitops.serving.batch`); returns the number of images scored."""
     from pathlib import Path
 
     from digitops.config import load_config

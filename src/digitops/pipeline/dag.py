@@ -54,6 +54,7 @@ def digits_pipeline(
     regression_tolerance: float = DEFAULTS["regression_tolerance"],
     current_data: str = "",
     drift_blocks_promotion: bool = DEFAULTS["drift_blocks_promotion"],
+    quality_rules: bool = DEFAULTS["quality_rules"],
     approval: str = DEFAULTS["approval"],
     model_name: str = DEFAULTS["model_name"],
     deploy_target: str = DEFAULTS["deploy_target"],
@@ -67,7 +68,9 @@ def digits_pipeline(
     split seed, search trials (0 = train on the configured hyper-parameters) and seed, epochs,
     the training seed, accuracy threshold, how far below production's test accuracy is still no
     regression, the data to check for drift (a path the tasks can
-    read; empty = the test split), whether drift blocks promotion, approval ('manual': a person
+    read; empty = the test split), whether drift blocks promotion, whether the quality rules
+    apply (per-class recall, confusion pairs, calibration, behavioral tests; off for quick runs
+    on small data), approval ('manual': a person
     promotes the candidate; 'auto': production on a pass), the registered model's name, where a
     version that passed is deployed ('local' or 'kubernetes') and the smoke-test accuracy it must
     reach there, the MLflow tracking URI (empty = $MLFLOW_TRACKING_URI or SQLite), and why the
@@ -114,7 +117,7 @@ def digits_pipeline(
         memory="2Gi",
         name="evaluate",
     )
-    _configure(
+    explained = _configure(
         components.explain(
             dataset=prepared.outputs["dataset"],
             model=trained.outputs["model"],
@@ -136,16 +139,19 @@ def digits_pipeline(
         name="drift",
     )
     # The register task registers every trained model and applies the whole gate (accuracy, no
-    # regression against production, drift) before any alias moves: the gate is decided there.
+    # regression against production, drift, the quality rules) before any alias moves: the gate
+    # is decided there. It writes the model card, shown in the KFP UI and logged to MLflow.
     registered = _configure(
         components.register(
             model=trained.outputs["model"],
             evaluation=evaluated.outputs["evaluation"],
             drift_verdict=drifted.outputs["verdict"],
+            explanation=explained.outputs["explanation"],
             model_name=model_name,
             accuracy_threshold=accuracy_threshold,
             regression_tolerance=regression_tolerance,
             drift_blocks_promotion=drift_blocks_promotion,
+            quality_rules=quality_rules,
             approval=approval,
             pipeline_run=dsl.PIPELINE_JOB_NAME_PLACEHOLDER,
             trigger=trigger,

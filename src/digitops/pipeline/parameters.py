@@ -25,6 +25,7 @@ PARAMETERS = {
     "accuracy_threshold": "registry.accuracy_threshold",
     "regression_tolerance": "registry.regression_tolerance",
     "drift_blocks_promotion": "registry.drift_blocks",
+    "quality_rules": "registry.quality_rules",
     "approval": "registry.approval",
     "model_name": "registry.model_name",
     "deploy_target": "deploy.target",

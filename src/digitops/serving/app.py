@@ -56,6 +56,10 @@ class Answer(BaseModel):
     confidence: float
     probabilities: dict[str, float]
     top3: list[dict[str, Any]]
+    unsure: bool = Field(
+        description="the calibrated confidence is below the service's floor "
+        "(--confidence-floor): `digit` is only the best guess; ask the user"
+    )
     model_version: str
     request_id: str | None = Field(
         description="names this prediction in the request store (for POST /feedback); null "
@@ -188,6 +192,7 @@ def create_app(
             ids = recorder.record(batch, images, predictions, embeddings, predictor, shadow)
         metrics.LATENCY.observe(time.perf_counter() - started)
         metrics.PREDICTIONS.inc(len(predictions))
+        metrics.UNSURE.inc(sum(p.unsure for p in predictions))
         return [_shape(p, predictor.version, i) for p, i in zip(predictions, ids, strict=True)]
 
     async def answered(request: Request, images: list[bytes]) -> list[Answer]:
@@ -427,6 +432,7 @@ def _shape(prediction: Prediction, version: str, request_id: str | None) -> Answ
         confidence=prediction.confidence,
         probabilities=prediction.probabilities,
         top3=prediction.top3,
+        unsure=prediction.unsure,
         model_version=version,
         request_id=request_id,
     )

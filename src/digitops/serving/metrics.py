@@ -44,6 +44,10 @@ STORE_FAILURES = Counter(
     "Predictions answered but not kept in the request store, by reason",
     ["reason"],  # error (write failed), full (the store's cap), paused (after an error)
 )
+UNSURE = Counter(
+    "digitops_unsure_predictions",
+    "Images answered 'unsure': calibrated confidence below the service's floor",
+)
 LABELS = Counter("digitops_labels", "Labels kept through /feedback")
 CHALLENGER = Counter(
     "digitops_challenger_predictions",

@@ -9,6 +9,7 @@ the model. No torch here.
 from __future__ import annotations
 
 import logging
+import os
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,7 +17,10 @@ from typing import Any
 import numpy as np
 
 from digitops.errors import ModelError
-from digitops.model.artifact import OnnxClassifier, serving_threads, softmax
+from digitops.model.artifact import OnnxClassifier, serving_threads
+from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
+
+CONFIDENCE_FLOOR_ENV = "DIGITOPS_CONFIDENCE_FLOOR"
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +33,7 @@ class Prediction:
     confidence: float
     probabilities: dict[str, float]
     top3: list[dict[str, Any]]
+    unsure: bool  # the calibrated confidence is below the service's floor: `digit` is a guess
 
 
 @dataclass
@@ -40,6 +45,7 @@ class Predictor:
     version: str
     name: str
     metrics: dict[str, Any] = field(default_factory=dict)
+    confidence_floor: float = DEFAULT_CONFIDENCE_FLOOR
 
     @property
     def class_names(self) -> list[str]:
@@ -54,7 +60,7 @@ class Predictor:
     ) -> tuple[list[Prediction], np.ndarray | None]:
         """Predictions and the model's embeddings (None from a model exported without them)."""
         logits, embeddings = self.classifier.outputs(images)
-        return [self._answer(row) for row in softmax(logits)], embeddings
+        return [self._answer(row) for row in self.classifier.calibrated(logits)], embeddings
 
     def _answer(self, row: np.ndarray) -> Prediction:
         order = np.argsort(row)[::-1]
@@ -64,6 +70,7 @@ class Predictor:
             confidence=float(row[order[0]]),
             probabilities={name: float(p) for name, p in zip(names, row, strict=True)},
             top3=[{"digit": names[i], "probability": float(row[i])} for i in order[:3]],
+            unsure=bool(row[order[0]] < self.confidence_floor),
         )
 
 
@@ -84,7 +91,24 @@ def load_predictor(source: str, threads: int | None = None) -> Predictor:
         version=version,
         name=name,
         metrics=classifier.card.metrics.model_dump(),
+        confidence_floor=confidence_floor(),
     )
+
+
+def confidence_floor() -> float:
+    """The confidence below which an answer is `unsure`: $DIGITOPS_CONFIDENCE_FLOOR, else the
+    default. Read where a predictor loads, so the service's workers, its challenger, Lambda and
+    batch scoring all answer alike."""
+    value = os.environ.get(CONFIDENCE_FLOOR_ENV)
+    if value is None:
+        return DEFAULT_CONFIDENCE_FLOOR
+    try:
+        floor = float(value)
+    except ValueError:
+        floor = -1.0
+    if not 0.0 <= floor <= 1.0:
+        raise ModelError(f"{CONFIDENCE_FLOOR_ENV}={value!r}: not a confidence between 0 and 1")
+    return floor
 
 
 def _download(uri: str) -> tuple[Path, str, str]:

@@ -1,7 +1,9 @@
 """Stage `evaluate`: score the exported ONNX model on the test split.
 
-Writes `metrics.json` (accuracy, per-class precision/recall/F1), `confusion_matrix.png` and
-`misclassified.png`, and adds them to the training run in MLflow when the model has one.
+Writes `metrics.json` (accuracy, per-class precision/recall/F1, the confusion matrix,
+calibration before and after the model's temperature, the behavioral tests),
+`confusion_matrix.png`, `calibration.png` and `misclassified.png`, and adds them to the training
+run in MLflow when the model has one. The registry's gate reads `metrics.json`.
 """
 
 from __future__ import annotations
@@ -18,7 +20,9 @@ from digitops.contracts import Evaluation
 from digitops.data.dataset import load_dataset
 from digitops.fileio import atomic_dir
 from digitops.model.artifact import OnnxClassifier, check_classes, load_card
+from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR, reliability, scaled_softmax
 from digitops.results import StageResult, metric
+from digitops.stages.behavior import run_tests
 
 log = logging.getLogger(__name__)
 
@@ -35,6 +39,9 @@ class EvaluateResult(StageResult):
     test_macro_f1: float = metric()
     test_misclassified: int = metric()
     test_images: int = metric()
+    test_ece: float = metric()
+    test_ece_uncalibrated: float = metric()
+    unsure_share: float = metric()
 
 
 def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> EvaluateResult:
@@ -43,14 +50,22 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
     dataset = load_dataset(data_dir)
     check_classes(model_dir, card, dataset.class_names)
     test = dataset.split("test")
-    logits = OnnxClassifier.load(model_dir).logits(test.images, config.evaluate.batch_size)
+    classifier = OnnxClassifier.load(model_dir)
+    logits = classifier.logits(test.images, config.evaluate.batch_size)
+    behavior = run_tests(classifier, test.images, config.evaluate)
     evaluation = Evaluation.model_validate(
         classification_metrics(logits, test.labels, dataset.class_names)
-        | {"model_dir": str(model_dir.resolve()), "dataset_version": dataset.version}
+        | {
+            "calibration": calibration(logits, test.labels, card.temperature),
+            "behavior": {test.name: test.as_dict() for test in behavior},
+            "model_dir": str(model_dir.resolve()),
+            "dataset_version": dataset.version,
+        }
     )
 
     from digitops.stages.report_plots import (
         evaluation_html,
+        plot_calibration,
         plot_confusion_matrix,
         plot_misclassified,
     )
@@ -68,8 +83,10 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
             config.evaluate.max_misclassified,
             tmp / "misclassified.png",
         )
+        plot_calibration(evaluation.calibration, tmp / "calibration.png")
         figures = {
             "confusion matrix": tmp / "confusion_matrix.png",
+            "calibration": tmp / "calibration.png",
             "misclassified test digits": tmp / "misclassified.png",
         }
         (tmp / REPORT).write_text(evaluation_html(evaluation.model_dump(), figures))
@@ -80,12 +97,41 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
         evaluation.test_macro_f1,
         evaluation.test_misclassified,
         evaluation.test_images,
+        evaluation.calibration["ece_after"],
+        evaluation.calibration["ece_before"],
+        evaluation.calibration["unsure"][str(DEFAULT_CONFIDENCE_FLOOR)],
     )
     if config.tracking.enabled and card.mlflow_run_id:
         from digitops.tracking import add_to_run
 
         add_to_run(config.tracking, card.mlflow_run_id, "evaluation", result, out_dir)
     return result
+
+
+FLOORS = (DEFAULT_CONFIDENCE_FLOOR, 0.5, 0.6, 0.7, 0.8, 0.9)  # unsure shares reported
+
+
+def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
+    """Calibration on the test split without and with the model's temperature, and how many
+    test digits each confidence floor would answer `unsure` (and how many of those are wrong)."""
+    raw = reliability(scaled_softmax(logits), labels)
+    probabilities = scaled_softmax(logits, temperature)
+    scaled = reliability(probabilities, labels)
+    confidence, wrong = probabilities.max(1), probabilities.argmax(1) != labels
+    unsure = {str(floor): float((confidence < floor).mean()) for floor in sorted(set(FLOORS))}
+    errors_caught = {
+        str(floor): int((wrong & (confidence < floor)).sum()) for floor in sorted(set(FLOORS))
+    }
+    return {
+        "temperature": temperature,
+        "ece_before": raw.ece,
+        "ece_after": scaled.ece,
+        "bins_before": raw.bins,
+        "bins_after": scaled.bins,
+        "unsure": unsure,
+        "errors_caught": errors_caught,
+        "errors": int(wrong.sum()),
+    }
 
 
 def classification_metrics(

@@ -1,10 +1,12 @@
 """Stage `register`: a new model version in the MLflow Model Registry, behind a quality gate.
 
 The ONNX model (with its signature, an input example and the model card) becomes a version of
-the registered model, tagged with its lineage. The gate: test accuracy at or above the
-threshold, no regression against `production` beyond the tolerance, and no blocking drift. A
-version that passes gets the alias `candidate` (and `production` with `approval: auto`); one
-that fails stays unaliased, and its `gate_reasons` tag says which rule stopped it.
+the registered model, tagged with its lineage. The gate (`digitops.registry.gate`): test
+accuracy, no regression against `production` beyond the tolerance, no blocking drift, and the
+quality rules (every class's recall, the known confusion pairs, calibration, behavioral tests).
+A version that passes gets the alias `candidate` (and `production` with `approval: auto`); one
+that fails stays unaliased, and its `gate_reasons` tag names each rule that stopped it. Either
+way the version gets a model card (`model_card.md` / `.html`), logged with it in MLflow.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ import os
 import subprocess
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from digitops.config import Config
 from digitops.contracts import DriftVerdict, Evaluation, Registration
@@ -28,6 +31,7 @@ from digitops.registry import (
     set_production,
 )
 from digitops.results import StageResult
+from digitops.stages import model_card
 
 log = logging.getLogger(__name__)
 
@@ -42,6 +46,7 @@ class RegisterResult(StageResult):
     gate_reasons: list[str]
     aliases: list[str]
     production: int | None
+    card_dir: Path | None = None
 
     def heading(self) -> str:
         return f"registered {self.model_name} version {self.version}"
@@ -63,22 +68,27 @@ def run(
     drift_file: Path | None = None,
     pipeline_run: str = "",
     trigger: str = "",
+    explanation_dir: Path | None = None,
+    card_dir: Path | None = None,
 ) -> RegisterResult:
     """Register `model_dir` as a new version, gate it, and set the aliases it earned.
-    `trigger` says why the run started (the monitor's reasons); kept as the `trigger` tag."""
+    `trigger` says why the run started (the monitor's reasons); kept as the `trigger` tag. The
+    model card goes to `card_dir` (default: a `model-card` directory beside the evaluation)
+    and to MLflow, with `explain`'s attributions when `explanation_dir` has them."""
     cfg = config.registry
     card = load_card(model_dir)
     evaluation = Evaluation.read(evaluation_dir)
     drift = DriftVerdict.read(drift_file) if drift_file else None
     mlflow_client = client(config.tracking)
     number = _log_model(config, model_dir, card)
-    for key, value in _lineage(card, evaluation, drift, pipeline_run, trigger).items():
+    lineage = _lineage(card, evaluation, drift, pipeline_run, trigger)
+    for key, value in lineage.items():
         mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
     # The gate reads `production` under the alias lock, at the moment the aliases move: a
     # promotion that lands while this model was being logged is judged against, not lost.
     with alias_lock(mlflow_client, cfg.model_name):
         production = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
-        decision = gate(cfg, evaluation.test_accuracy, production, drift)
+        decision = gate(cfg, evaluation, production, drift)
         verdict = {
             "gate": "passed" if decision.passed else "failed",
             "gate_reasons": "; ".join(decision.reasons) or "all rules passed",
@@ -91,6 +101,22 @@ def run(
                 set_production(mlflow_client, cfg.model_name, number, "auto-approved")
     if not decision.passed:
         log.warning("version %s stopped by the gate: %s", number, "; ".join(decision.reasons))
+    card_dir = card_dir or evaluation_dir.parent / "model-card"
+    model_card.write(
+        model_card.CardInputs(
+            cfg.model_name,
+            number,
+            card,
+            evaluation,
+            decision,
+            lineage,
+            drift,
+            evaluation_dir,
+            explanation_dir,
+        ),
+        card_dir,
+    )
+    _log_card(mlflow_client, cfg.model_name, number, card_dir)
     final = mlflow_client.get_model_version(cfg.model_name, str(number))
     now = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
     return RegisterResult(
@@ -100,6 +126,19 @@ def run(
         decision.reasons,
         list(final.aliases),
         now.number if now else None,
+        card_dir,
+    )
+
+
+def _log_card(mlflow_client: Any, name: str, number: int, card_dir: Path) -> None:
+    """The model card in MLflow: in the run the version was logged from, under
+    `model-card/v<N>` (the run's artifact view renders the HTML), and named by the version's
+    `model_card` tag."""
+    run_id = mlflow_client.get_model_version(name, str(number)).run_id
+    path = f"model-card/v{number}"
+    mlflow_client.log_artifacts(run_id, str(card_dir), artifact_path=path)
+    mlflow_client.set_model_version_tag(
+        name, str(number), "model_card", f"runs:/{run_id}/{path}/{model_card.HTML}"
     )
 
 

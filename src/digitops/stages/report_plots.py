@@ -1,4 +1,5 @@
-"""Evaluation report figures (confusion matrix, misclassified digits) and the HTML report."""
+"""Evaluation report figures (confusion matrix, calibration curve, misclassified digits) and the
+HTML report."""
 
 from __future__ import annotations
 
@@ -37,6 +38,29 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
                     fontsize=7,
                     color="white" if matrix[i, j] > threshold else "black",
                 )
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+
+
+def plot_calibration(calibration: dict[str, Any], path: Path) -> None:
+    """Reliability diagram: accuracy against confidence per bin, before and after the model's
+    temperature (the diagonal is perfect calibration)."""
+    plt = pyplot()
+    fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
+    ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
+    for key, label in (("before", "softmax"), ("after", "temperature-scaled")):
+        bins = calibration[f"bins_{key}"]
+        ax.plot(
+            [b["confidence"] for b in bins],
+            [b["accuracy"] for b in bins],
+            marker="o",
+            label=f"{label}: ECE {calibration[f'ece_{key}']:.4f}",
+        )
+    ax.set_xlabel("confidence (mean per bin)")
+    ax.set_ylabel("accuracy")
+    ax.set_title(f"calibration on test (temperature {calibration['temperature']:.3f})")
+    ax.legend(loc="upper left")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

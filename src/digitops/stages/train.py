@@ -1,7 +1,8 @@
 """Stage `train`: fit the CNN with Lightning on a dataset directory, write the model directory.
 
 Model directory: `model.onnx`, `model.ckpt` (best validation accuracy), `model.json` (the card:
-architecture, parameters, normalisation, classes, hyper-parameters, dataset version, metrics).
+architecture, parameters, normalisation, classes, hyper-parameters, dataset version, metrics,
+and the temperature fitted on the validation split that calibrates its confidences).
 Every run is tracked in MLflow: parameters, per-epoch metrics, dataset version, the model files.
 """
 
@@ -18,7 +19,7 @@ from typing import Any
 from digitops import __version__
 from digitops.config import Config, apply_params
 from digitops.data.augment import build_augmentation
-from digitops.data.dataset import RECORDS, Dataset, load_dataset
+from digitops.data.dataset import RECORDS, Dataset, Split, load_dataset
 from digitops.fileio import atomic_dir
 from digitops.model.artifact import (
     CHECKPOINT,
@@ -28,10 +29,14 @@ from digitops.model.artifact import (
     MODEL_CARD,
     MODEL_ONNX,
     OUTPUT_NAME,
+    CardCalibration,
     CardDataset,
     CardMetrics,
     ModelCard,
+    OnnxClassifier,
+    onnx_session,
 )
+from digitops.model.calibration import fit_temperature, nll, reliability, scaled_softmax
 from digitops.results import StageResult, log_to_mlflow, metric
 
 log = logging.getLogger(__name__)
@@ -150,12 +155,33 @@ def _train(
             time.perf_counter() - started,
             run_id,
         )
-        _model_card(config, dataset, result, parity, augment_spec).write(tmp)
+        card = _model_card(config, dataset, result, parity, augment_spec)
+        classifier = OnnxClassifier(onnx_session(tmp / MODEL_ONNX), card)
+        calibration = _calibration(classifier, dataset.split("val"))
+        card.model_copy(update={"calibration": calibration}).write(tmp)
     if run_id is not None:
         # After the per-epoch curves, at the last step: the kept (best) checkpoint's numbers, so
         # the run's `val_accuracy` is the model's, as in KFP and on the console.
         log_to_mlflow(result, step=trainer.global_step + 1)
     return result
+
+
+def _calibration(classifier: OnnxClassifier, val: Split) -> CardCalibration:
+    """Temperature scaling fitted on the validation split, with the exported model as served."""
+    logits = classifier.logits(val.images)
+    temperature = fit_temperature(logits, val.labels)
+    before = reliability(scaled_softmax(logits), val.labels).ece
+    after = reliability(scaled_softmax(logits, temperature), val.labels).ece
+    log.info("temperature %.3f: validation ECE %.4f -> %.4f", temperature, before, after)
+    return CardCalibration(
+        temperature=round(temperature, 6),
+        fitted_on="val",
+        images=len(val.labels),
+        nll_before=round(nll(logits, val.labels), 6),
+        nll_after=round(nll(logits, val.labels, temperature), 6),
+        ece_before=round(before, 6),
+        ece_after=round(after, 6),
+    )
 
 
 def _logger(config: Config, run_id: str | None) -> Any:

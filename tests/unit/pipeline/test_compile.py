@@ -49,8 +49,9 @@ def test_pipeline_wires_stages_with_resources_retries_and_caching():
     assert sorted(tasks["evaluate"]["dependentTasks"]) == ["prepare", "train"]
     assert sorted(tasks["explain"]["dependentTasks"]) == ["evaluate", "prepare", "train"]
     assert sorted(tasks["drift"]["dependentTasks"]) == ["prepare", "train"]
-    # register judges every trained model (the gate is decided there, once) ...
-    assert sorted(tasks["register"]["dependentTasks"]) == ["drift", "evaluate", "train"]
+    # register judges every trained model (the gate is decided there, once), and its model
+    # card shows explain's attributions ...
+    assert sorted(tasks["register"]["dependentTasks"]) == ["drift", "evaluate", "explain", "train"]
     # ... and deploy runs only for a version that passed it (dsl.If on register's output).
     assert gate["taskInfo"]["name"] == "in-production"
     assert "register-Output" in gate["triggerPolicy"]["condition"]

@@ -40,7 +40,7 @@ CLASSES = [str(d) for d in range(10)]
 
 
 def prediction(digit: str = "7") -> Prediction:
-    return Prediction(digit, 0.9, {digit: 0.9}, [{"digit": digit, "probability": 0.9}])
+    return Prediction(digit, 0.9, {digit: 0.9}, [{"digit": digit, "probability": 0.9}], False)
 
 
 def digits(count: int, seed: int = 0) -> np.ndarray:
