@@ -56,31 +56,11 @@ def main() -> None:
         if args.card_version is None:
             _screenshot(f"{url}/#/models/{args.model}", args.out)
         else:
-            _screenshot_card(_card_page(url, args.model, args.card_version), args.out)
+            _screenshot(_card_page(url, args.model, args.card_version), args.out, card=True)
     finally:
         server.terminate()
         server.wait(timeout=30)
     print(f"wrote {args.out}")
-
-
-def _screenshot(page_url: str, out: Path) -> None:
-    from playwright.sync_api import sync_playwright
-
-    with sync_playwright() as playwright:
-        browser = playwright.chromium.launch(
-            executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"]
-        )
-        page = browser.new_page(viewport={"width": 1500, "height": 1250})
-        page.goto(page_url)
-        page.get_by_text("Version 1", exact=False).first.wait_for(timeout=60_000)
-        close_assistant = page.locator("button[aria-label='Close']")
-        if close_assistant.count():  # the side panel of MLflow 3's assistant hides the table
-            close_assistant.first.click()
-        page.get_by_text("Versions", exact=True).first.scroll_into_view_if_needed()
-        page.wait_for_timeout(1500)  # let the alias chips and tags settle
-        out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out), full_page=True)
-        browser.close()
 
 
 def _card_page(url: str, model: str, version: int) -> str:
@@ -94,22 +74,29 @@ def _card_page(url: str, model: str, version: int) -> str:
     return f"{url}/#/experiments/{run.info.experiment_id}/runs/{found.run_id}/artifacts/{path}"
 
 
-def _screenshot_card(page_url: str, out: Path) -> None:
+def _screenshot(page_url: str, out: Path, card: bool = False) -> None:
+    """The registered model's page (its versions table, the whole page), or a model card in
+    the artifact view (`card`: the window's first screen)."""
     from playwright.sync_api import sync_playwright
 
     with sync_playwright() as playwright:
         browser = playwright.chromium.launch(
             executable_path=CHROMIUM, headless=True, args=["--headless", "--no-sandbox"]
         )
-        page = browser.new_page(viewport={"width": 1500, "height": 1400})
+        page = browser.new_page(viewport={"width": 1500, "height": 1400 if card else 1250})
         page.goto(page_url)
-        page.frame_locator("iframe").locator("h1").wait_for(timeout=60_000)
+        if card:
+            page.frame_locator("iframe").locator("h1").wait_for(timeout=60_000)
+        else:
+            page.get_by_text("Version 1", exact=False).first.wait_for(timeout=60_000)
         close_assistant = page.locator("button[aria-label='Close']")
-        if close_assistant.count():  # the side panel of MLflow 3's assistant narrows the card
+        if close_assistant.count():  # the side panel of MLflow 3's assistant hides the page
             close_assistant.first.click()
-        page.wait_for_timeout(1500)  # let the figures load
+        if not card:
+            page.get_by_text("Versions", exact=True).first.scroll_into_view_if_needed()
+        page.wait_for_timeout(1500)  # let the alias chips, tags and figures settle
         out.parent.mkdir(parents=True, exist_ok=True)
-        page.screenshot(path=str(out))
+        page.screenshot(path=str(out), full_page=not card)
         browser.close()
 
 

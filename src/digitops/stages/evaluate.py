@@ -57,7 +57,7 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
         classification_metrics(logits, test.labels, dataset.class_names)
         | {
             "calibration": calibration(logits, test.labels, card.temperature),
-            "behavior": {test.name: test.as_dict() for test in behavior},
+            "behavior": {found.name: found.as_dict() for found in behavior},
             "model_dir": str(model_dir.resolve()),
             "dataset_version": dataset.version,
         }

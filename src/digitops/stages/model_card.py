@@ -20,6 +20,7 @@ from digitops.model.artifact import INPUT_SPEC, ModelCard
 from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
 from digitops.registry import GateDecision
 from digitops.reports import figure_html, html_page, table_html
+from digitops.stages.report_plots import unsure_table
 
 MARKDOWN = "model_card.md"
 HTML = "model_card.html"
@@ -155,17 +156,13 @@ def _performance(i: CardInputs) -> list[Block]:
 
 def _calibration(i: CardInputs) -> list[Block]:
     cal = i.evaluation.calibration
-    rows = [
-        [f"{float(floor):.0%}", f"{share:.2%}", cal["errors_caught"][floor]]
-        for floor, share in cal["unsure"].items()
-    ]
     return [
         f"Temperature {cal['temperature']:.3f}, fitted on the validation split "
         f"({i.card.calibration.images if i.card.calibration else 0} images). Expected "
         f"calibration error on the test split: {cal['ece_before']:.4f} before, "
         f"{cal['ece_after']:.4f} after.",
         "fig:calibration.png",
-        (["confidence floor", "test digits unsure", f"of the {cal['errors']} errors"], rows),
+        unsure_table(cal),
     ]
 
 

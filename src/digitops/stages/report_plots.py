@@ -99,6 +99,25 @@ def plot_misclassified(
     plt.close(fig)
 
 
+def unsure_table(calibration: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+    """Per confidence floor: the share of test digits answered `unsure`, and the errors in it."""
+    return (
+        ["confidence floor", "test digits unsure", f"of the {calibration['errors']} errors"],
+        [
+            [f"{float(floor):.0%}", f"{share:.2%}", calibration["errors_caught"][floor]]
+            for floor, share in calibration["unsure"].items()
+        ],
+    )
+
+
+def _calibration_html(calibration: dict[str, Any]) -> str:
+    return (
+        f"<h2>Calibration</h2><p>Temperature {calibration['temperature']:.3f}: expected "
+        f"calibration error {calibration['ece_before']:.4f} before, "
+        f"{calibration['ece_after']:.4f} after.</p>" + table_html(*unsure_table(calibration))
+    )
+
+
 def evaluation_html(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
     """A self-contained HTML report (figures inlined) for the KFP UI and MLflow."""
     rows = [
@@ -112,5 +131,14 @@ def evaluation_html(metrics: dict[str, Any], figures: dict[str, Path]) -> str:
         f"macro F1 {metrics['test_macro_f1']:.4f}.</p>"
         + "".join(figure_html(title, path) for title, path in figures.items())
         + table_html(["class", "precision", "recall", "F1", "support"], rows)
+        + _calibration_html(metrics["calibration"])
+        + "<h2>Behavioral tests</h2>"
+        + table_html(
+            ["test", "kind", "what", "rate", "images"],
+            [
+                [name, t["kind"], t["description"], f"{t['rate']:.1%}", t["images"]]
+                for name, t in metrics["behavior"].items()
+            ],
+        )
     )
     return html_page("digitops evaluation", body)
