@@ -267,7 +267,8 @@ def register(
     shutil.copyfile(card_dir / "model_card.md", model_card_markdown.path)
     registration = result.registration()
     registration.write(Path(registered.path))
-    registered.metadata.update(result.__dict__, model_uri=registration.model_uri)
+    found = {k: v for k, v in result.__dict__.items() if k != "card_dir"}  # the task's own dir
+    registered.metadata.update(found, model_uri=registration.model_uri)
     return result.in_production
 
 
