@@ -24,9 +24,10 @@ from digitops.data.idx import BUNDLED_MNIST, load_idx_dir
 from digitops.data.printed import photographs
 from digitops.monitor.run import HISTORY, run_pass
 from digitops.registry import CANDIDATE, PRODUCTION, by_alias, client, history
-from digitops.stages import evaluate, register
+from digitops.stages import evaluate, register, train
 from digitops.store.reader import open_store, read_lines
 
+from ..conftest import SHORT_EPOCHS
 from ..serving_helpers import png, running_server
 
 pytestmark = [pytest.mark.e2e, pytest.mark.slow]
@@ -162,12 +163,12 @@ def loop(tmp_path_factory: pytest.TempPathFactory, trained, mnist_slice):  # typ
     with running_server(
         "serve", lambda port: [*serve, "--port", str(port)], "/ready", work, env
     ) as url:
-        yield Loop(work, url, mnist_slice), first.version, evaluation
+        yield Loop(work, url, mnist_slice), first.version
     os.environ.pop("MLFLOW_TRACKING_URI", None)
 
 
-def test_the_loop_retrains_promotes_and_rolls_back(loop, trained):
-    loop, first, evaluation = loop
+def test_the_loop_retrains_promotes_and_rolls_back(loop, mnist_slice):
+    loop, first = loop
     assert loop.model()["version"] == str(first) and loop.model()["challenger"] is None
 
     # 1. Calm traffic: MNIST digits as users send them. No retrain, no alert.
@@ -243,8 +244,14 @@ def test_the_loop_retrains_promotes_and_rolls_back(loop, trained):
     correct, answered = accuracy(canary, truth, second)
     assert correct / answered > before, (correct / answered, before)
 
-    # 5. A deliberately worse candidate (the MNIST-only model again) is rejected on its canary.
-    worse = register.run(loop.config, trained.model_dir, evaluation)
+    # 5. A deliberately worse candidate is rejected on its canary: the session's MNIST model
+    # trained again without outlier exposure, which reads grey, speckled photos far worse.
+    plain = load_config(
+        loop.config_file, [f"train.epochs={SHORT_EPOCHS}", "train.outlier_exposure=0"]
+    )
+    plain_model = train.run(plain, mnist_slice, loop.work / "plain-model").model_dir
+    evaluate.run(plain, plain_model, mnist_slice, loop.work / "plain-evaluation")
+    worse = register.run(loop.config, plain_model, loop.work / "plain-evaluation")
     assert worse.gate_passed and worse.version == candidate.number + 1, worse
     third = str(worse.version)
     loop.wait_for(lambda m: (m["challenger"] or {}).get("version") == third)
