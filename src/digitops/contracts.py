@@ -7,9 +7,10 @@ A stage never imports another stage; it reads the other's output file through th
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any, ClassVar, Self
+from typing import Any, ClassVar, Literal, Self
 
 from pydantic import BaseModel, ConfigDict, ValidationError
+from typing_extensions import TypedDict  # pydantic validates only this one before Python 3.12
 
 from digitops.errors import DataError
 from digitops.fileio import read_json, write_json
@@ -61,6 +62,28 @@ class BestParams(StageFile):
     mlflow_run_id: str | None
 
 
+class Calibration(TypedDict):
+    """Calibration on the test split, without and with the model's temperature."""
+
+    temperature: float
+    ece_before: float
+    ece_after: float
+    bins_before: list[dict[str, float]]  # the reliability curve: low, high, confidence, ...
+    bins_after: list[dict[str, float]]
+    unsure: dict[str, float]  # per confidence floor: the share of test digits below it
+    errors_caught: dict[str, int]  # per confidence floor: the errors among those
+    errors: int
+
+
+class Behavior(TypedDict):
+    """One behavioral test's result (digitops.stages.behavior)."""
+
+    kind: Literal["invariance", "directional"]
+    description: str
+    rate: float  # answers kept (invariance), or answered with high confidence (directional)
+    images: int
+
+
 class Evaluation(StageFile):
     """`evaluate` → `register`: test-split metrics of a model."""
 
@@ -75,11 +98,8 @@ class Evaluation(StageFile):
     macro: dict[str, float]
     per_class: dict[str, dict[str, float]]
     confusion_matrix: list[list[int]]
-    # temperature, ece_before / ece_after (test), the reliability bins before and after, and the
-    # share of test digits the service would answer `unsure` at a few confidence floors
-    calibration: dict[str, Any]
-    # per behavioral test (digitops.stages.behavior): kind, description, rate, images
-    behavior: dict[str, dict[str, Any]]
+    calibration: Calibration
+    behavior: dict[str, Behavior]  # by test name
     model_dir: str
     dataset_version: str
 

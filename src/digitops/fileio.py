@@ -48,14 +48,9 @@ def read_json(path: Path) -> Any:
     return json.loads(path.read_text())
 
 
-@contextmanager
-def atomic_dir(out_dir: Path, marker: str) -> Iterator[Path]:
-    """Yield a temp directory that replaces `out_dir` only if the block completes.
-
-    An existing `out_dir` is replaced only when it is empty or holds `marker` (i.e. it is an
-    earlier output of the same stage); anything else is refused so user files are never lost.
-    """
-    out_dir = out_dir.resolve()
+def check_replaceable(out_dir: Path, marker: str) -> None:
+    """Refuse an `out_dir` that `atomic_dir` would not replace: one that is not a directory, or
+    holds files and no `marker` (not an earlier output of the same stage)."""
     if out_dir.exists():
         if not out_dir.is_dir():
             raise DigitopsError(f"{out_dir}: exists and is not a directory")
@@ -64,6 +59,17 @@ def atomic_dir(out_dir: Path, marker: str) -> Iterator[Path]:
                 f"{out_dir}: exists and is not an earlier output of this stage "
                 f"(no {marker}); choose another output directory"
             )
+
+
+@contextmanager
+def atomic_dir(out_dir: Path, marker: str) -> Iterator[Path]:
+    """Yield a temp directory that replaces `out_dir` only if the block completes.
+
+    An existing `out_dir` is replaced only when it is empty or holds `marker` (i.e. it is an
+    earlier output of the same stage); anything else is refused so user files are never lost.
+    """
+    out_dir = out_dir.resolve()
+    check_replaceable(out_dir, marker)
     out_dir.parent.mkdir(parents=True, exist_ok=True)
     tmp = Path(tempfile.mkdtemp(prefix=f".{out_dir.name}.", dir=out_dir.parent))
     tmp.chmod(0o755)

@@ -148,6 +148,20 @@ def test_the_model_card_renders_in_mlflows_artifact_view(server: str, models, tm
         assert card.locator("img").count() == 2  # confusion matrix, calibration curve
 
 
+def test_a_card_directory_it_may_not_replace_is_refused_before_registering(
+    server: str, models, tmp_path: Path
+):
+    client = MlflowClient(tracking_uri=server, registry_uri=server)
+    before = len(client.search_model_versions(f"name='{MODEL}'"))
+    (tmp_path / "notes").mkdir()
+    (tmp_path / "notes" / "mine.txt").write_text("a user's file")
+    refused = register(server, tmp_path, models["good"], "--card-out", str(tmp_path / "notes"))
+    assert refused.returncode == 2 and "not an earlier output" in refused.stderr
+    assert "Traceback" not in refused.stderr
+    assert len(client.search_model_versions(f"name='{MODEL}'")) == before
+    assert (tmp_path / "notes" / "mine.txt").read_text() == "a user's file"
+
+
 def test_registered_model_loads_back_as_onnx(server: str, models):
     import mlflow.onnx
 

@@ -48,7 +48,16 @@ def evaluation(accuracy: float, **changes: Any) -> Evaluation:
             for i, name in enumerate(NAMES)
         },
         "confusion_matrix": matrix,
-        "calibration": {"ece_after": changes.pop("ece", 0.004)},
+        "calibration": {
+            "temperature": 1.2,
+            "ece_before": 0.01,
+            "ece_after": changes.pop("ece", 0.004),
+            "bins_before": [],
+            "bins_after": [],
+            "unsure": {"0.7": 0.005},
+            "errors_caught": {"0.7": 10},
+            "errors": 30,
+        },
         "behavior": behavior,
         "model_dir": "m",
         "dataset_version": "v",
@@ -106,6 +115,15 @@ def test_one_weak_class_fails_the_recall_floor_despite_the_average():
     weak = evaluation(0.9960, recall={"8": 0.95})
     decision = gate(RegistryConfig(accuracy_threshold=0.99), weak, None, None)
     assert decision.reasons == ["class-recall: recall below 0.98 for 8 (0.9500)"]
+
+
+def test_a_class_without_test_digits_is_not_judged_and_is_named():
+    found = evaluation(0.9970)
+    found.per_class["3"] |= {"recall": 0.0, "support": 0}
+    decision = gate(RegistryConfig(), found, None, None)
+    assert decision.reasons == [
+        "class-recall: every class at 0.98 or more (lowest: 0, 0.9970); no test digits for 3"
+    ]
 
 
 def test_a_known_confusion_pair_over_its_budget_is_named():

@@ -168,16 +168,23 @@ def create_app(
     limiter = anyio.CapacityLimiter(PREDICT_THREADS)
     _answer_errors_as_json(app)
 
-    def answer(images: list[bytes], client: str) -> list[Answer]:
-        started = time.perf_counter()
+    def versions(client: str) -> tuple[Predictor, Predictor | None, bool]:
+        """Who answers `client` (the champion, or the challenger for a canary client), the
+        shadow version that predicts beside it (shadow mode) if any, and whether it is the
+        canary."""
         predictor = served.predictor  # the whole request answers with one version
         other = challenger.active(predictor) if challenger is not None else None
-        shadow = None
         if other is not None and challenger is not None and challenger.settings.mode == "canary":
-            if challenger.canary(client):  # a canary client: the challenger answers
-                predictor = other
-                metrics.CHALLENGER.labels("canary").inc(len(images))
-            other = None  # canary mode shadows nobody
+            canary = challenger.canary(client)
+            return (other if canary else predictor), None, canary  # canary mode shadows nobody
+        return predictor, other, False
+
+    def answer(images: list[bytes], client: str) -> list[Answer]:
+        started = time.perf_counter()
+        predictor, other, canary = versions(client)
+        if canary:
+            metrics.CHALLENGER.labels("canary").inc(len(images))
+        shadow = None
         batch = np.stack([_preprocess(data, i, len(images)) for i, data in enumerate(images)])
         predictions, embeddings = predictor.predict_with_embeddings(batch)
         if other is not None:  # shadow mode: predicted and kept, never returned
@@ -196,7 +203,7 @@ def create_app(
         return [_shape(p, predictor.version, i) for p, i in zip(predictions, ids, strict=True)]
 
     async def answered(request: Request, images: list[bytes]) -> list[Answer]:
-        client = request.headers.get(CLIENT_HEADER) or (request.client or ("", 0))[0]
+        client = _client(request)
         if len(images) == 1 and (header_pixels(images[0]) or 0) <= INLINE_PIXELS:
             return answer(images, client)  # a millisecond or two: a thread hop would cost more
         return await anyio.to_thread.run_sync(answer, images, client, limiter=limiter)
@@ -214,8 +221,8 @@ def create_app(
         images = await _images(request, single=False)
         return BatchAnswer(predictions=await answered(request, images))
 
-    def explain(data: bytes, digit: str | None) -> ExplainAnswer:
-        predictor = served.predictor
+    def explain(data: bytes, digit: str | None, client: str) -> ExplainAnswer:
+        predictor, _, _ = versions(client)  # the version that answers this client's /predict
         image = _preprocess(data, 0, 1)
         names = predictor.class_names
         if digit is not None and digit not in names:
@@ -238,7 +245,8 @@ def create_app(
         """Why the model answers what it does: an occlusion map of one image (`?digit=7`
         explains another digit than the predicted one)."""
         (data,) = await _images(request, single=True)
-        return await anyio.to_thread.run_sync(explain, data, digit, limiter=limiter)
+        client = _client(request)
+        return await anyio.to_thread.run_sync(explain, data, digit, client, limiter=limiter)
 
     @app.get("/health")
     async def health() -> dict[str, str]:
@@ -415,6 +423,11 @@ def _json_images(body: Any, single: bool) -> list[str]:
     if not images:
         raise ImageError("'images' is empty", status=400)
     return images
+
+
+def _client(request: Request) -> str:
+    """Who is asking, for the canary's sticky choice: the client header, else the address."""
+    return request.headers.get(CLIENT_HEADER) or (request.client or ("", 0))[0]
 
 
 def _b64(text: str) -> bytes:

@@ -21,9 +21,11 @@ def read_files(paths: Iterable[Path]) -> list[tuple[str, bytes]]:
 
 
 def describe(answer: dict[str, Any]) -> str:
-    """One line for an answer: `7 (0.998; top 3: 7 1.00, 1 0.00, 2 0.00)`."""
+    """One line for an answer: `7 (0.998; top 3: 7 1.00, 1 0.00, 2 0.00)`, or for one below
+    the confidence floor `unsure, maybe 7 (0.412; ...)`."""
     top3 = ", ".join(f"{t['digit']} {t['probability']:.2f}" for t in answer["top3"])
-    return f"{answer['digit']} ({answer['confidence']:.3f}; top 3: {top3})"
+    digit = f"unsure, maybe {answer['digit']}" if answer.get("unsure") else answer["digit"]
+    return f"{digit} ({answer['confidence']:.3f}; top 3: {top3})"
 
 
 def predict_files(

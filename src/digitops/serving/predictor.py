@@ -98,7 +98,7 @@ def load_predictor(source: str, threads: int | None = None) -> Predictor:
 def confidence_floor() -> float:
     """The confidence below which an answer is `unsure`: $DIGITOPS_CONFIDENCE_FLOOR, else the
     default. Read where a predictor loads, so the service's workers, its challenger, Lambda and
-    batch scoring all answer alike."""
+    `digitops predict` all answer alike."""
     value = os.environ.get(CONFIDENCE_FLOOR_ENV)
     if value is None:
         return DEFAULT_CONFIDENCE_FLOOR

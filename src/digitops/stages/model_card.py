@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from digitops.contracts import DriftVerdict, Evaluation
+from digitops.contracts import Behavior, DriftVerdict, Evaluation
 from digitops.fileio import atomic_dir
 from digitops.model.artifact import INPUT_SPEC, ModelCard
 from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
@@ -156,10 +156,16 @@ def _performance(i: CardInputs) -> list[Block]:
 
 def _calibration(i: CardInputs) -> list[Block]:
     cal = i.evaluation.calibration
+    fitted = i.card.calibration
     return [
-        f"Temperature {cal['temperature']:.3f}, fitted on the validation split "
-        f"({i.card.calibration.images if i.card.calibration else 0} images). Expected "
-        f"calibration error on the test split: {cal['ece_before']:.4f} before, "
+        (
+            f"Temperature {cal['temperature']:.3f}, fitted on the {fitted.fitted_on} split "
+            f"({fitted.images} images)."
+            if fitted
+            else "No temperature: the model was trained before calibration (probabilities are "
+            "the plain softmax)."
+        )
+        + f" Expected calibration error on the test split: {cal['ece_before']:.4f} before, "
         f"{cal['ece_after']:.4f} after.",
         "fig:calibration.png",
         unsure_table(cal),
@@ -230,7 +236,7 @@ def _limits(i: CardInputs) -> list[Block]:
     ]
 
 
-def _badness(test: dict[str, Any]) -> float:
+def _badness(test: Behavior) -> float:
     """How far a behavioral result is from ideal (1 for invariance, 0 for directional)."""
     return 1 - test["rate"] if test["kind"] == "invariance" else test["rate"]
 

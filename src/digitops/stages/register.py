@@ -20,6 +20,7 @@ from typing import Any
 
 from digitops.config import Config
 from digitops.contracts import DriftVerdict, Evaluation, Registration
+from digitops.fileio import check_replaceable
 from digitops.model.artifact import MODEL_CARD, MODEL_ONNX, ModelCard, OnnxClassifier, load_card
 from digitops.registry import (
     CANDIDATE,
@@ -79,6 +80,8 @@ def run(
     card = load_card(model_dir)
     evaluation = Evaluation.read(evaluation_dir)
     drift = DriftVerdict.read(drift_file) if drift_file else None
+    card_dir = card_dir or evaluation_dir.parent / "model-card"
+    check_replaceable(card_dir.resolve(), model_card.HTML)  # before anything is registered
     mlflow_client = client(config.tracking)
     number = _log_model(config, model_dir, card)
     lineage = _lineage(card, evaluation, drift, pipeline_run, trigger)
@@ -101,7 +104,6 @@ def run(
                 set_production(mlflow_client, cfg.model_name, number, "auto-approved")
     if not decision.passed:
         log.warning("version %s stopped by the gate: %s", number, "; ".join(decision.reasons))
-    card_dir = card_dir or evaluation_dir.parent / "model-card"
     model_card.write(
         model_card.CardInputs(
             cfg.model_name,

@@ -8,6 +8,7 @@ from typing import Any
 
 import numpy as np
 
+from digitops.contracts import Calibration
 from digitops.reports import figure_html, html_page, pyplot, table_html
 
 
@@ -43,19 +44,22 @@ def plot_confusion_matrix(matrix: np.ndarray, class_names: list[str], path: Path
     plt.close(fig)
 
 
-def plot_calibration(calibration: dict[str, Any], path: Path) -> None:
+def plot_calibration(calibration: Calibration, path: Path) -> None:
     """Reliability diagram: accuracy against confidence per bin, before and after the model's
     temperature (the diagonal is perfect calibration)."""
     plt = pyplot()
     fig, ax = plt.subplots(figsize=(5, 5), dpi=100)
     ax.plot([0, 1], [0, 1], color="grey", linestyle=":", label="perfect")
-    for key, label in (("before", "softmax"), ("after", "temperature-scaled")):
-        bins = calibration[f"bins_{key}"]
+    curves = (
+        ("softmax", calibration["bins_before"], calibration["ece_before"]),
+        ("temperature-scaled", calibration["bins_after"], calibration["ece_after"]),
+    )
+    for label, bins, ece in curves:
         ax.plot(
             [b["confidence"] for b in bins],
             [b["accuracy"] for b in bins],
             marker="o",
-            label=f"{label}: ECE {calibration[f'ece_{key}']:.4f}",
+            label=f"{label}: ECE {ece:.4f}",
         )
     ax.set_xlabel("confidence (mean per bin)")
     ax.set_ylabel("accuracy")
@@ -99,7 +103,7 @@ def plot_misclassified(
     plt.close(fig)
 
 
-def unsure_table(calibration: dict[str, Any]) -> tuple[list[str], list[list[Any]]]:
+def unsure_table(calibration: Calibration) -> tuple[list[str], list[list[Any]]]:
     """Per confidence floor: the share of test digits answered `unsure`, and the errors in it."""
     return (
         ["confidence floor", "test digits unsure", f"of the {calibration['errors']} errors"],
@@ -110,7 +114,7 @@ def unsure_table(calibration: dict[str, Any]) -> tuple[list[str], list[list[Any]
     )
 
 
-def _calibration_html(calibration: dict[str, Any]) -> str:
+def _calibration_html(calibration: Calibration) -> str:
     return (
         f"<h2>Calibration</h2><p>Temperature {calibration['temperature']:.3f}: expected "
         f"calibration error {calibration['ece_before']:.4f} before, "
