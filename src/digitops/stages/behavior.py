@@ -11,15 +11,13 @@ is. `evaluate` runs them; the registry's gate reads the results (`digitops.regis
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 
 from digitops.config import EvaluateConfig
+from digitops.contracts import Behavior
 from digitops.model.artifact import OnnxClassifier
-
-INVARIANCE = "invariance"
-DIRECTIONAL = "directional"
 
 
 @dataclass(frozen=True)
@@ -28,18 +26,16 @@ class BehaviorTest:
     with high confidence (directional)."""
 
     name: str
-    kind: str
+    kind: Literal["invariance", "directional"]
     description: str
     rate: float
     images: int
 
-    def as_dict(self) -> dict[str, Any]:
-        return {
-            "kind": self.kind,
-            "description": self.description,
-            "rate": self.rate,
-            "images": self.images,
-        }
+    def as_dict(self) -> Behavior:
+        """The result as `metrics.json` keeps it (the `Evaluation` contract), by name."""
+        return Behavior(
+            kind=self.kind, description=self.description, rate=self.rate, images=self.images
+        )
 
 
 def run_tests(
@@ -119,7 +115,7 @@ def _invariance(
         moved = np.stack([transform(image=image)["image"] for image in sample])
         kept.append(classifier.logits(moved).argmax(1) == answers)
     rate = float(np.concatenate(kept).mean())
-    return BehaviorTest(name, INVARIANCE, description, rate, len(sample) * len(transforms))
+    return BehaviorTest(name, "invariance", description, rate, len(sample) * len(transforms))
 
 
 def _directional(
@@ -131,9 +127,8 @@ def _directional(
 ) -> BehaviorTest:
     confidence = classifier.probabilities(images).max(1)
     rate = float((confidence >= confident).mean())
-    return BehaviorTest(
-        name, DIRECTIONAL, f"{description}, answered at {confident:.0%} or more", rate, len(images)
-    )
+    described = f"{description}, answered at {confident:.0%} or more"
+    return BehaviorTest(name, "directional", described, rate, len(images))
 
 
 def _blank_images(rng: np.random.Generator, count: int) -> np.ndarray:

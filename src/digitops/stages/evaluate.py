@@ -108,7 +108,8 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
     return result
 
 
-FLOORS = (DEFAULT_CONFIDENCE_FLOOR, 0.5, 0.6, 0.7, 0.8, 0.9)  # unsure shares reported
+# The confidence floors whose unsure shares are reported: a few, and always the service's.
+FLOORS = sorted({DEFAULT_CONFIDENCE_FLOOR, 0.5, 0.6, 0.7, 0.8, 0.9})
 
 
 def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> dict[str, Any]:
@@ -118,10 +119,8 @@ def calibration(logits: np.ndarray, labels: np.ndarray, temperature: float) -> d
     probabilities = scaled_softmax(logits, temperature)
     scaled = reliability(probabilities, labels)
     confidence, wrong = probabilities.max(1), probabilities.argmax(1) != labels
-    unsure = {str(floor): float((confidence < floor).mean()) for floor in sorted(set(FLOORS))}
-    errors_caught = {
-        str(floor): int((wrong & (confidence < floor)).sum()) for floor in sorted(set(FLOORS))
-    }
+    unsure = {str(floor): float((confidence < floor).mean()) for floor in FLOORS}
+    errors_caught = {str(floor): int((wrong & (confidence < floor)).sum()) for floor in FLOORS}
     return {
         "temperature": temperature,
         "ece_before": raw.ece,

@@ -159,7 +159,7 @@ def _calibration(i: CardInputs) -> list[Block]:
     fitted = i.card.calibration
     return [
         (
-            f"Temperature {cal['temperature']:.3f}, fitted on the {fitted.fitted_on} split "
+            f"Temperature {cal['temperature']:.3f}, fitted on the validation split "
             f"({fitted.images} images)."
             if fitted
             else "No temperature: the model was trained before calibration (probabilities are "

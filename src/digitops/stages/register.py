@@ -118,8 +118,8 @@ def run(
         ),
         card_dir,
     )
-    _log_card(mlflow_client, cfg.model_name, number, card_dir)
     final = mlflow_client.get_model_version(cfg.model_name, str(number))
+    _log_card(mlflow_client, cfg.model_name, number, final.run_id, card_dir)
     now = by_alias(mlflow_client, cfg.model_name, PRODUCTION)
     return RegisterResult(
         cfg.model_name,
@@ -132,11 +132,10 @@ def run(
     )
 
 
-def _log_card(mlflow_client: Any, name: str, number: int, card_dir: Path) -> None:
+def _log_card(mlflow_client: Any, name: str, number: int, run_id: str, card_dir: Path) -> None:
     """The model card in MLflow: in the run the version was logged from, under
     `model-card/v<N>` (the run's artifact view renders the HTML), and named by the version's
     `model_card` tag."""
-    run_id = mlflow_client.get_model_version(name, str(number)).run_id
     path = f"model-card/v{number}"
     mlflow_client.log_artifacts(run_id, str(card_dir), artifact_path=path)
     mlflow_client.set_model_version_tag(
