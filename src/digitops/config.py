@@ -109,7 +109,7 @@ def _default_space() -> dict[str, SearchDim]:
         "train.lr": SearchDim(kind="loguniform", low=2e-3, high=3e-2),
         "train.weight_decay": SearchDim(kind="loguniform", low=1e-5, high=1e-2),
         "train.batch_size": SearchDim(kind="choice", values=[64, 128, 256]),
-        "model.width": SearchDim(kind="choice", values=[6, 8, 12]),
+        "model.width": SearchDim(kind="choice", values=[6, 7, 8]),  # 11.5k, 15.6k, 20.2k params
         "model.dropout": SearchDim(kind="uniform", low=0.0, high=0.3),
         "augment.rotate": SearchDim(kind="uniform", low=0.0, high=20.0),
         "augment.shift": SearchDim(kind="uniform", low=0.0, high=0.15),
@@ -121,6 +121,8 @@ class TuneConfig(Section):
 
     Each trial is a Lightning run on a subset of the training split for at most `epochs` epochs;
     the search ends after `trials` trials or `time_budget_s` seconds, whichever comes first.
+    Every model the space can propose must fit `max_parameters` (checked before a trial runs),
+    and the best trial is the fastest of those within `accuracy_tolerance` of the top one.
     """
 
     trials: int = Field(16, ge=0, description="number of trials; 0 skips the search")
@@ -135,6 +137,12 @@ class TuneConfig(Section):
         default_factory=list, description="further points evaluated before the sampler's own"
     )
     space: dict[str, SearchDim] = Field(default_factory=_default_space)
+    max_parameters: int | None = Field(
+        25_000, gt=0, description="no trial's model may have more parameters; None: no bound"
+    )
+    accuracy_tolerance: float = Field(
+        0.0005, ge=0, le=1, description="the fastest trial this close to the top val accuracy wins"
+    )
     ray_address: str | None = Field(
         None, description="Ray cluster (default: $RAY_ADDRESS, else local)"
     )

@@ -41,6 +41,8 @@ def test_search_writes_best_params_trial_table_and_child_runs(tmp_path: Path, mn
     assert len(table) == 2 and table["baseline"].sum() == 1
     assert set(table["status"]) <= {"completed", "stopped early"}
     assert table["epochs"].between(1, 2).all()
+    assert table["parameters"].between(1, config.tune.max_parameters).all()
+    assert (table["seconds"] > 0).all()
     assert (tmp_path / "tune" / tune_report.CURVES).stat().st_size > 10_000
     assert "Best validation accuracy" in (tmp_path / "tune" / tune_report.REPORT).read_text()
     assert "| trial" in (tmp_path / "tune" / tune_report.TRIALS_MD).read_text()

@@ -139,3 +139,45 @@ def test_typed_values_win_over_overrides_and_are_validated():
 def test_an_empty_override_means_the_default_where_empty_has_a_meaning():
     config = load_config(None, ["prepare.limit=", "tracking.uri="])
     assert config.prepare.limit == 0 and config.tracking.uri == ""
+
+
+def test_a_space_over_the_parameter_budget_is_refused_before_ray_starts():
+    from digitops.stages.tune import _check_parameter_budget
+
+    _check_parameter_budget(load_config(None, []), classes=10)  # 6, 7, 8: at most 20,226
+    wide = load_config(None, ["tune.space={model.width: {kind: choice, values: [6, 8, 12]}}"])
+    over = r"model.width 12 has 45,022 parameters, over tune.max_parameters=25,000; the widest"
+    with pytest.raises(ConfigError, match=over + r" that fits is 8 \(20,226\)"):
+        _check_parameter_budget(wide, classes=10)
+    ranged = load_config(None, ["tune.space={model.width: {kind: int, low: 4, high: 9}}"])
+    with pytest.raises(ConfigError, match="model.width 9 has 25,507"):
+        _check_parameter_budget(ranged, classes=10)
+    start = load_config(None, ["tune.start_points=[{model.width: 10}]"])
+    with pytest.raises(ConfigError, match="model.width 10"):
+        _check_parameter_budget(start, classes=10)
+    unbounded = ["tune.max_parameters=null", "model.width=12", "tune.baseline=false"]
+    _check_parameter_budget(load_config(None, unbounded), classes=10)
+
+
+def test_every_width_of_the_default_space_fits_the_budget():
+    from digitops.model.cnn import parameters_at
+
+    widths = Config().tune.space["model.width"].values
+    assert max(parameters_at(w, 10) for w in widths) <= Config().tune.max_parameters
+
+
+def test_the_best_trial_is_the_fastest_within_the_tolerance_of_the_top():
+    import pandas as pd
+
+    from digitops.stages.tune import _cheapest_near_top
+
+    trials = pd.DataFrame(
+        {
+            "trial": ["wide", "narrow", "weak"],
+            "val_accuracy": [0.9900, 0.9896, 0.9700],
+            "epochs": [4, 4, 1],
+            "seconds": [80.0, 40.0, 5.0],
+        }
+    )
+    assert _cheapest_near_top(trials, 0.0005)["trial"] == "narrow"
+    assert _cheapest_near_top(trials, 0.0)["trial"] == "wide"

@@ -71,3 +71,8 @@ class DigitCNN(nn.Module):
 def count_parameters(model: nn.Module) -> int:
     """Trainable parameters of a model."""
     return sum(p.numel() for p in model.parameters() if p.requires_grad)
+
+
+def parameters_at(width: int, num_classes: int) -> int:
+    """Trainable parameters of a `DigitCNN` of `width` for `num_classes` (what a search bounds)."""
+    return count_parameters(DigitCNN(num_classes, width))

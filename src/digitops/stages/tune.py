@@ -3,8 +3,13 @@
 Optuna's TPE proposes each trial (the configured values first, as the baseline), ASHA stops
 weak trials after each epoch, and every trial is a Lightning run on a subset of the training
 split, tracked as an MLflow child run. Ray runs in-process unless `RAY_ADDRESS` names a cluster.
+The space is bounded by `tune.max_parameters`: a width whose model would exceed it is refused
+before any trial runs. The best trial is the fastest (seconds per epoch) of those within
+`tune.accuracy_tolerance` of the top validation accuracy, so the search never buys a few
+hundredths of a point with twice the training.
 Outputs: `best_params.json` (what `train --params` reads), the trial table (`trials.csv`,
-`trials.md`), validation curves (`val_accuracy.png`) and `report.html`.
+`trials.md`, with each trial's parameters and seconds), validation curves (`val_accuracy.png`)
+and `report.html`.
 """
 
 from __future__ import annotations
@@ -18,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
+import pandas as pd
 
 from digitops import __version__
 from digitops.config import Config, SearchDim, apply_params, current_params
@@ -64,6 +70,7 @@ def run(config: Config, data_dir: Path, out_dir: Path) -> TuneResult:
     if config.tune.trials == 0:
         return _skip(config, out_dir, started)
     _check_baseline(config)
+    _check_parameter_budget(config, len(dataset.class_names))
     if not config.tracking.enabled:
         return _search(config, dataset, out_dir, started, parent_run_id=None)
 
@@ -162,7 +169,12 @@ def _search(
                     verbose=0,
                 ),
             )
-            trials = tune_report.trial_table(tuner.fit(), cfg.epochs, _baseline(config))
+            trials = tune_report.trial_table(
+                tuner.fit(),
+                cfg.epochs,
+                _baseline(config),
+                parameters=lambda params: _parameters(config, params, len(dataset.class_names)),
+            )
     finally:
         ray.shutdown()
     return _write(config, trials, out_dir, started, parent_run_id)
@@ -304,6 +316,47 @@ def _check_baseline(config: Config) -> None:
             )
 
 
+def _widths(config: Config) -> set[int]:
+    """Every model width the search can try: the space's, the start points', the configured."""
+    dim = config.tune.space.get("model.width")
+    widths = {config.model.width} if dim is None or config.tune.baseline else set()
+    if dim is not None and dim.kind == "choice":
+        widths |= {int(value) for value in dim.values or []}
+    elif dim is not None:
+        widths |= {int(dim.low or 0), int(dim.high or 0)}  # parameters grow with the width
+    return widths | {int(p["model.width"]) for p in config.tune.start_points if "model.width" in p}
+
+
+def _parameters(config: Config, params: dict[str, Any], classes: int) -> int:
+    from digitops.model.cnn import parameters_at
+
+    width = params.get("model.width", config.model.width)
+    return parameters_at(int(width), classes)
+
+
+def _check_parameter_budget(config: Config, classes: int) -> None:
+    """The space is bounded by `tune.max_parameters`, checked before Ray starts, so no trial
+    trains a model over it (rather than a search that filters them after)."""
+    from digitops.model.cnn import parameters_at
+
+    budget = config.tune.max_parameters
+    if budget is None:
+        return
+    widest = max(_widths(config))
+    if parameters_at(widest, classes) <= budget:
+        return
+    fits = [w for w in range(1, widest) if parameters_at(w, classes) <= budget]
+    hint = (
+        f"the widest that fits is {fits[-1]} ({parameters_at(fits[-1], classes):,})"
+        if fits
+        else "no width fits"
+    )
+    raise ConfigError(
+        f"tune: model.width {widest} has {parameters_at(widest, classes):,} parameters, over "
+        f"tune.max_parameters={budget:,}; {hint}. Narrow tune.space.model.width or raise the budget"
+    )
+
+
 def _budget(config: Config) -> dict[str, Any]:
     cfg = config.tune
     return {
@@ -312,6 +365,8 @@ def _budget(config: Config) -> dict[str, Any]:
         "epochs_per_trial": cfg.epochs,
         "train_images": cfg.train_images,
         "cpus_per_trial": cfg.cpus_per_trial,
+        "max_parameters": cfg.max_parameters,
+        "accuracy_tolerance": cfg.accuracy_tolerance,
     }
 
 
@@ -327,7 +382,7 @@ def _write(
     if ok.empty:
         errors = "; ".join(f"{row.trial}: {row.error}" for row in table.itertuples())
         raise TuneError(f"all {len(table)} trials failed — {errors}")
-    best = ok.loc[ok["val_accuracy"].idxmax()]
+    best = _cheapest_near_top(ok, config.tune.accuracy_tolerance)
     keys = list(config.tune.space)
     baseline = table[table["baseline"]]
     baseline_acc = (
@@ -349,9 +404,16 @@ def _write(
     for row in table[table["status"] == "failed"].itertuples():
         log.warning("trial %s failed: %s", row.trial, row.error)
     with atomic_dir(out_dir, marker=BEST) as tmp:
-        tune_report.write(trials, keys, tmp, best_trial=str(best["trial"]))
+        tune_report.write(trials, keys, tmp, str(best["trial"]), config.tune.accuracy_tolerance)
         _best_file(config, result, str(best["trial"]), int(best["epochs"])).write(tmp)
     return result
+
+
+def _cheapest_near_top(trials: pd.DataFrame, tolerance: float) -> pd.Series:
+    """The trial with the fewest seconds per epoch among those within `tolerance` of the top
+    validation accuracy (trials ran side by side on equal CPUs, so their seconds compare)."""
+    near = trials[trials["val_accuracy"] >= trials["val_accuracy"].max() - tolerance]
+    return near.loc[(near["seconds"] / near["epochs"].clip(lower=1)).idxmin()]
 
 
 def _skip(config: Config, out_dir: Path, started: float) -> TuneResult:

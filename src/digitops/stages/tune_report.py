@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -18,15 +19,21 @@ REPORT = "report.html"
 
 @dataclass(frozen=True)
 class Trials:
-    """One row per trial (status, epochs run, best val accuracy, parameters, error) and the
-    per-epoch validation accuracy of each."""
+    """One row per trial (status, epochs run, best val accuracy, model parameters, seconds,
+    searched values, error) and the per-epoch validation accuracy of each."""
 
     table: pd.DataFrame
     curves: dict[str, list[float]]
 
 
-def trial_table(grid: Any, max_epochs: int, baseline: dict[str, Any] | None) -> Trials:
-    """Summarise a Ray Tune `ResultGrid`: the best epoch of each trial, and why it ended."""
+def trial_table(
+    grid: Any,
+    max_epochs: int,
+    baseline: dict[str, Any] | None,
+    parameters: Callable[[dict[str, Any]], int],
+) -> Trials:
+    """Summarise a Ray Tune `ResultGrid`: the best epoch of each trial, and why it ended.
+    `parameters` gives the model size of a trial's searched values."""
     rows, curves = [], {}
     for result in grid:
         if result.config is None:  # never started: the time budget ran out first
@@ -52,6 +59,7 @@ def trial_table(grid: Any, max_epochs: int, baseline: dict[str, Any] | None) -> 
                 "baseline": baseline is not None and result.config == baseline,
                 "epochs": len(accuracy),
                 "val_accuracy": max(accuracy) if accuracy else float("nan"),
+                "parameters": parameters(result.config),
                 "seconds": round(float(result.metrics.get("time_total_s", 0.0)), 1),
                 **result.config,
                 "error": _error_line(result.error),
@@ -71,13 +79,18 @@ def _error_line(error: BaseException | None) -> str:
     return f"{type(cause).__name__}: {text[0] if text else ''}"
 
 
-def write(trials: Trials, keys: list[str], out: Path, best_trial: str) -> None:
-    """Write the trial table (CSV, Markdown), the curves figure and the HTML report to `out`."""
+def write(trials: Trials, keys: list[str], out: Path, best_trial: str, tolerance: float) -> None:
+    """Write the trial table (CSV, Markdown), the curves figure and the HTML report to `out`;
+    `best_trial` is the fastest within `tolerance` of the top validation accuracy."""
     table = trials.table.sort_values("val_accuracy", ascending=False, na_position="last")
     table.to_csv(out / TRIALS_CSV, index=False)
     shown = _display(table, keys)
+    rule = (
+        f"The best trial is the fastest (seconds per epoch) of those within "
+        f"{tolerance * 100:.2g} point of the top validation accuracy."
+    )
     (out / TRIALS_MD).write_text(
-        f"# Hyper-parameter search: best trial {best_trial}\n\n"
+        f"# Hyper-parameter search: best trial {best_trial}\n\n{rule}\n\n"
         + shown.to_markdown(index=False)
         + "\n"
     )
@@ -89,7 +102,7 @@ def write(trials: Trials, keys: list[str], out: Path, best_trial: str) -> None:
         f"({int((table['status'] == 'failed').sum())} failed, "
         f"{int((table['status'] == 'stopped early').sum())} stopped early): "
         + ", ".join(f"{key}={format_value(best[key])}" for key in keys)
-        + "</p>"
+        + f"; {int(best['parameters']):,} parameters, {best['seconds']:.0f} s.</p><p>{rule}</p>"
     )
     (out / REPORT).write_text(
         html_page(
@@ -110,7 +123,11 @@ def write_skipped(out: Path) -> None:
 
 def _display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
     shown = table[
-        ["trial", "status", "baseline", "epochs", "val_accuracy", "seconds", *keys, "error"]
+        [
+            *("trial", "status", "baseline", "epochs", "val_accuracy", "parameters", "seconds"),
+            *keys,
+            "error",
+        ]
     ]
     return shown.assign(
         val_accuracy=shown["val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
