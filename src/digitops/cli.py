@@ -307,19 +307,29 @@ def serve(
             f"(default {DEFAULT_CONFIDENCE_FLOOR}).",
         ),
     ] = None,
+    precision: Annotated[
+        str | None,
+        typer.Option(
+            help="fp32 (model.onnx) or int8 (model.int8.onnx, beside it) "
+            "(default: $DIGITOPS_PRECISION, else fp32)."
+        ),
+    ] = None,
 ) -> None:
     """Serve the model over HTTP (FastAPI + onnxruntime): /predict, /feedback, the web page..."""
     import os
 
+    from digitops.model.artifact import check_precision
     from digitops.serving.main import STORE_CAP_ENV
     from digitops.serving.main import serve as run_server
-    from digitops.serving.predictor import CONFIDENCE_FLOOR_ENV
+    from digitops.serving.predictor import CONFIDENCE_FLOOR_ENV, PRECISION_ENV
     from digitops.serving.rollout import RolloutSettings
 
     if store_cap is not None:  # the workers read it from the environment
         os.environ[STORE_CAP_ENV] = str(store_cap)
     if confidence_floor is not None:  # so does every predictor as it loads
         os.environ[CONFIDENCE_FLOOR_ENV] = str(confidence_floor)
+    if precision is not None:  # and the precision
+        os.environ[PRECISION_ENV] = check_precision(precision)
     settings = RolloutSettings(challenger, rollout, canary_share) if challenger else None  # type: ignore[arg-type]
     run_server(
         model_or_default(model),

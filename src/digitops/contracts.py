@@ -84,12 +84,8 @@ class Behavior(TypedDict):
     images: int
 
 
-class Evaluation(StageFile):
-    """`evaluate` → `register`: test-split metrics of a model."""
-
-    file_name: ClassVar[str] = "metrics.json"
-    what: ClassVar[str] = "an evaluation"
-    command: ClassVar[str] = "digitops evaluate"
+class Quality(BaseModel):
+    """What the gate judges of one model file on the test split."""
 
     test_accuracy: float
     test_macro_f1: float
@@ -100,8 +96,26 @@ class Evaluation(StageFile):
     confusion_matrix: list[list[int]]
     calibration: Calibration
     behavior: dict[str, Behavior]  # by test name
+
+
+class Int8Quality(Quality):
+    """The int8 model beside the fp32 one (`model.int8.onnx`), judged as any version is."""
+
+    size_bytes: int
+    agreement: float  # share of test digits both files answer alike
+
+
+class Evaluation(StageFile, Quality):
+    """`evaluate` → `register`: test-split metrics of a model (its fp32 file), and of its int8
+    file when it has one (models trained before int8 files have none)."""
+
+    file_name: ClassVar[str] = "metrics.json"
+    what: ClassVar[str] = "an evaluation"
+    command: ClassVar[str] = "digitops evaluate"
+
     model_dir: str
     dataset_version: str
+    int8: Int8Quality | None = None
 
 
 class DriftVerdict(StageFile):

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any, Protocol
 
 from digitops.config import RegistryConfig, TrackingConfig
-from digitops.contracts import Evaluation
+from digitops.contracts import Evaluation, Quality
 from digitops.errors import DigitopsError
 
 CANDIDATE = "candidate"
@@ -345,14 +345,7 @@ def gate(
     recall, the known confusion pairs, calibration and the behavioral tests (`evaluate`'s).
     Every rule is named, passed or not."""
     accuracy = evaluation.test_accuracy
-    rules = [
-        Rule(
-            "accuracy",
-            accuracy >= cfg.accuracy_threshold,
-            f"test accuracy {accuracy:.4f} {_cmp(accuracy >= cfg.accuracy_threshold)} "
-            f"threshold {cfg.accuracy_threshold}",
-        )
-    ]
+    rules = [_accuracy_rule(cfg, accuracy)]
     if production is not None:
         candidate = Version(0, [], {"test_accuracy": str(accuracy)})
         worse = regression(candidate, production, cfg.regression_tolerance)
@@ -380,10 +373,23 @@ def gate(
         )
     if cfg.quality_rules:
         rules += _quality_rules(cfg, evaluation)
+    if evaluation.int8 is not None:  # served when asked for: judged as any version is
+        int8 = [_accuracy_rule(cfg, evaluation.int8.test_accuracy)]
+        int8 += _quality_rules(cfg, evaluation.int8) if cfg.quality_rules else []
+        rules += [Rule(f"int8/{rule.name}", rule.passed, rule.detail) for rule in int8]
     return GateDecision(rules)
 
 
-def _quality_rules(cfg: RegistryConfig, evaluation: Evaluation) -> list[Rule]:
+def _accuracy_rule(cfg: RegistryConfig, accuracy: float) -> Rule:
+    return Rule(
+        "accuracy",
+        accuracy >= cfg.accuracy_threshold,
+        f"test accuracy {accuracy:.4f} {_cmp(accuracy >= cfg.accuracy_threshold)} "
+        f"threshold {cfg.accuracy_threshold}",
+    )
+
+
+def _quality_rules(cfg: RegistryConfig, evaluation: Quality) -> list[Rule]:
     """The rules beyond accuracy: per class, the confusion pairs, calibration, behavior."""
     recall = {n: row["recall"] for n, row in evaluation.per_class.items() if row["support"]}
     untested = [n for n, row in evaluation.per_class.items() if not row["support"]]

@@ -175,3 +175,19 @@ def test_rollbacks_walk_back_through_the_promotions():
     assert production_stack(history) == [1, 2]
     assert production_stack([*history, {"version": 1, "action": "rollback"}]) == [1]
     assert production_stack([*history, {"version": 5, "action": "promote"}]) == [1, 2, 5]
+
+
+def test_the_int8_file_is_judged_by_the_same_rules_named_int8():
+    good = evaluation(0.997)
+    int8 = evaluation(0.990, ece=0.05).model_dump(include=set(Evaluation.model_fields) - {"int8"})
+    extra = {"size_bytes": 27_000, "agreement": 0.99}
+    both = Evaluation.model_validate(good.model_dump() | {"int8": int8 | extra})
+    decision = gate(RegistryConfig(), both, None, None)
+    names = [rule.name for rule in decision.rules]
+    assert {"accuracy", "int8/accuracy", "int8/calibration", "int8/class-recall"} <= set(names)
+    assert not decision.passed
+    assert [reason.split(":")[0] for reason in decision.reasons] == [
+        "int8/accuracy",
+        "int8/calibration",
+    ]
+    assert gate(RegistryConfig(), good, None, None).passed  # older evaluations: no int8 rules

@@ -9,7 +9,7 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal, get_args
 
 import numpy as np
 from pydantic import BaseModel, ConfigDict, ValidationError
@@ -19,15 +19,19 @@ from digitops.fileio import read_json, write_json
 from digitops.model.calibration import scaled_softmax
 
 MODEL_ONNX = "model.onnx"
+MODEL_INT8 = "model.int8.onnx"  # the int8 (QDQ) model beside it (models since issue 21)
 MODEL_CARD = "model.json"
 CHECKPOINT = "model.ckpt"
 # Where a card may sit in a directory: ours, or MLflow's layout of a logged model's extra files.
 CARD_PLACES = (MODEL_CARD, f"extra_files/{MODEL_CARD}")
+INT8_PLACES = (MODEL_INT8, f"extra_files/{MODEL_INT8}")
 INPUT_NAME = "image"
 OUTPUT_NAME = "logits"
 EMBEDDING_NAME = "embedding"  # the second output: the penultimate layer (models since issue 17)
 INPUT_SPEC = "Nx1x28x28 float32, pixels scaled to [0, 1], light ink on dark background"
 THREADS_ENV = "DIGITOPS_ORT_THREADS"
+Precision = Literal["fp32", "int8"]
+PRECISIONS: tuple[Precision, ...] = get_args(Precision)
 
 
 class CardDataset(BaseModel):
@@ -61,6 +65,17 @@ class CardCalibration(BaseModel):
     ece_after: float
 
 
+class CardInt8(BaseModel):
+    """The int8 model beside the fp32 one (`digitops.model.quantize`)."""
+
+    file: str = MODEL_INT8
+    size_bytes: int
+    calibrated_on: str
+    images: int
+    # Share of the validation split where the int8 and fp32 models answer the same digit.
+    agreement: float
+
+
 class ModelCard(BaseModel):
     """`model.json`: what the model is, what it expects, what it was trained on, how it did."""
 
@@ -82,6 +97,8 @@ class ModelCard(BaseModel):
     digitops_version: str
     # Cards written before calibration have none: their temperature is 1 (the raw softmax).
     calibration: CardCalibration | None = None
+    # Cards written before int8 models have none, and their directory has no int8 file.
+    int8: CardInt8 | None = None
 
     @property
     def temperature(self) -> float:
@@ -119,6 +136,26 @@ def check_classes(model_dir: Path, card: ModelCard, class_names: list[str]) -> N
         )
 
 
+def check_precision(value: str) -> Precision:
+    """`value` as a precision, or `ModelError` naming the ones there are."""
+    if value not in PRECISIONS:
+        raise ModelError(f"precision {value!r}: not one of {', '.join(PRECISIONS)}")
+    return value
+
+
+def model_file(model_dir: Path, precision: Precision = "fp32") -> Path:
+    """The ONNX file of a model directory (ours or an MLflow download) at `precision`."""
+    if check_precision(precision) == "fp32":
+        return model_dir / MODEL_ONNX
+    found = next((model_dir / p for p in INT8_PLACES if (model_dir / p).is_file()), None)
+    if found is None:
+        raise ModelError(
+            f"{model_dir}: no int8 model ({MODEL_INT8}); it comes from a model trained before "
+            "int8 models were written: retrain it, or serve it at fp32"
+        )
+    return found
+
+
 def onnx_session(path: Path, threads: int | None = None) -> Any:
     """An onnxruntime CPU session for `path` (threads: None = onnxruntime's default)."""
     import onnxruntime as ort
@@ -153,12 +190,16 @@ class OnnxClassifier:
 
     session: Any
     card: ModelCard
+    precision: Precision = "fp32"
 
     @classmethod
-    def load(cls, model_dir: Path, threads: int | None = None) -> OnnxClassifier:
-        """The classifier of a model directory (ours, or an MLflow download of one)."""
+    def load(
+        cls, model_dir: Path, threads: int | None = None, precision: Precision = "fp32"
+    ) -> OnnxClassifier:
+        """The classifier of a model directory (ours, or an MLflow download of one), running its
+        fp32 model or the int8 one beside it."""
         card = load_card(model_dir)
-        return cls(onnx_session(model_dir / MODEL_ONNX, threads), card)
+        return cls(onnx_session(model_file(model_dir, precision), threads), card, precision)
 
     @property
     def class_names(self) -> list[str]:

@@ -13,6 +13,7 @@
 
 `DIGITOPS_MODEL` is a model directory baked into the image (default `/opt/model`) or an
 `s3://bucket/prefix/` holding `model.onnx` and `model.json`, fetched once per cold start.
+`DIGITOPS_PRECISION=int8` answers with the int8 model beside them (`model.int8.onnx`, fetched too).
 `DIGITOPS_STORE` (e.g. `s3://bucket/store/`) is the request store both kinds of events keep
 their predictions in, as the service does: answers then carry a `request_id`.
 Only what an event needs is imported: boto3 for S3 records, FastAPI and Mangum for HTTP.
@@ -31,7 +32,8 @@ from typing import Any
 from urllib.parse import unquote_plus, urlparse
 
 from digitops.errors import ModelError
-from digitops.serving.predictor import Predictor, load_predictor
+from digitops.model.artifact import MODEL_INT8, Precision
+from digitops.serving.predictor import Predictor, load_predictor, precision_from_env
 from digitops.serving.preprocess import ImageError, preprocess
 from digitops.serving.recorder import Recorder
 from digitops.store.writer import StoreWriter
@@ -134,8 +136,9 @@ def _s3() -> Any:
     return boto3.client("s3")
 
 
-def model_dir(source: str) -> Path:
-    """The local directory of the model `source` names, downloading an `s3://` one first."""
+def model_dir(source: str, precision: Precision = "fp32") -> Path:
+    """The local directory of the model `source` names, downloading an `s3://` one first (with
+    its int8 file at `precision` int8)."""
     if not source.startswith("s3://"):
         return Path(source)
     url = urlparse(source)
@@ -144,7 +147,7 @@ def model_dir(source: str) -> Path:
         prefix += "/"
     target = Path(tempfile.mkdtemp(prefix="digitops-model-"))
     client = _s3()
-    for name in MODEL_FILES:
+    for name in (*MODEL_FILES, MODEL_INT8) if precision == "int8" else MODEL_FILES:
         try:
             client.download_file(url.netloc, prefix + name, str(target / name))
         except Exception as exc:  # botocore's errors: say which file, then stop the cold start
@@ -155,7 +158,8 @@ def model_dir(source: str) -> Path:
 @cache
 def _default() -> LambdaHandler:
     source = os.environ.get(MODEL_ENV, DEFAULT_MODEL)
-    predictor = load_predictor(str(model_dir(source)))
+    precision = precision_from_env()
+    predictor = load_predictor(str(model_dir(source, precision)), precision=precision)
     if source.startswith("s3://"):
         predictor.source, predictor.name, predictor.version = source, "s3", source
     store = os.environ.get(STORE_ENV)

@@ -4,7 +4,8 @@ for containers, configured by the environment:
     DIGITOPS_MODEL=models:/digit-classifier@production PORT=8000 WORKERS=2 \\
         python -m digitops.serving.main
 
-`DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`);
+`DIGITOPS_MODEL` names the model (a directory, `models:/...` or `runs:/...`), `DIGITOPS_PRECISION`
+which of its files answers (`fp32`, default, or `int8`: `model.int8.onnx`);
 `DIGITOPS_STORE` is the request store predictions are kept in (a directory or
 `s3://bucket/prefix`; unset: none, and /feedback answers 404), `DIGITOPS_STORE_CAP_GIB` the size
 at which a local one stops taking new requests (default 20); `DIGITOPS_CHALLENGER` names a
@@ -99,7 +100,10 @@ def serve(
 
     predictor = load_predictor(model)
     writer = open_store_writer(store)
-    announce(f"serving {predictor.name} version {predictor.version} on http://{host}:{port}")
+    announce(
+        f"serving {predictor.name} version {predictor.version} ({predictor.precision}) "
+        f"on http://{host}:{port}"
+    )
     if writer is not None:
         announce(f"keeping every prediction in {writer.uri}")
     if rollout is not None:

@@ -3,7 +3,7 @@
 Sources: a local model directory (`model.onnx` + `model.json`, from `digitops train`), a
 registry URI (`models:/digit-classifier@production`, `models:/digit-classifier/3`) or a run
 (`runs:/<run id>/onnx-model`). MLflow is imported only to resolve such URIs; onnxruntime runs
-the model. No torch here.
+the model, at fp32 or as the int8 model beside it ($DIGITOPS_PRECISION). No torch here.
 """
 
 from __future__ import annotations
@@ -17,10 +17,11 @@ from typing import Any
 import numpy as np
 
 from digitops.errors import ModelError
-from digitops.model.artifact import OnnxClassifier, serving_threads
+from digitops.model.artifact import PRECISIONS, OnnxClassifier, Precision, serving_threads
 from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR
 
 CONFIDENCE_FLOOR_ENV = "DIGITOPS_CONFIDENCE_FLOOR"
+PRECISION_ENV = "DIGITOPS_PRECISION"
 
 log = logging.getLogger(__name__)
 
@@ -51,6 +52,11 @@ class Predictor:
     def class_names(self) -> list[str]:
         return self.classifier.class_names
 
+    @property
+    def precision(self) -> Precision:
+        """Which of the model's files answers: fp32 (`model.onnx`) or int8."""
+        return self.classifier.precision
+
     def predict(self, images: np.ndarray) -> list[Prediction]:
         """Predictions for an N×28×28 float32 batch in [0, 1]."""
         return self.predict_with_embeddings(images)[0]
@@ -74,15 +80,19 @@ class Predictor:
         )
 
 
-def load_predictor(source: str, threads: int | None = None) -> Predictor:
-    """Load the model named by `source` (a directory, `models:/...` or `runs:/...`)."""
+def load_predictor(
+    source: str, threads: int | None = None, precision: Precision | None = None
+) -> Predictor:
+    """Load the model named by `source` (a directory, `models:/...` or `runs:/...`) at
+    `precision` (None: $DIGITOPS_PRECISION, else fp32)."""
+    precision = precision or precision_from_env()
     name, version = "local", "local"
     if source.startswith(("models:/", "runs:/")):
         directory, name, version = _download(source)
     else:
         directory = Path(source)
     try:
-        classifier = OnnxClassifier.load(directory, threads or serving_threads())
+        classifier = OnnxClassifier.load(directory, threads or serving_threads(), precision)
     except ModelError as exc:  # name what the user gave, not a download folder
         raise ModelError(f"{source}: {str(exc).removeprefix(f'{directory}: ')}") from None
     return Predictor(
@@ -109,6 +119,16 @@ def confidence_floor() -> float:
     if not 0.0 <= floor <= 1.0:
         raise ModelError(f"{CONFIDENCE_FLOOR_ENV}={value!r}: not a confidence between 0 and 1")
     return floor
+
+
+def precision_from_env() -> Precision:
+    """The precision a predictor runs at: $DIGITOPS_PRECISION (fp32 or int8), else fp32. Read
+    where a predictor loads, like the confidence floor."""
+    value = os.environ.get(PRECISION_ENV) or "fp32"
+    if value not in PRECISIONS:
+        choices = " or ".join(PRECISIONS)
+        raise ModelError(f"{PRECISION_ENV}={value!r}: not a precision; use {choices}")
+    return value
 
 
 def _download(uri: str) -> tuple[Path, str, str]:

@@ -1,7 +1,8 @@
 """Stage `evaluate`: score the exported ONNX model on the test split.
 
 Writes `metrics.json` (accuracy, per-class precision/recall/F1, the confusion matrix,
-calibration before and after the model's temperature, the behavioral tests),
+calibration before and after the model's temperature, the behavioral tests; the same for the
+int8 file beside the model, with its size and agreement with fp32),
 `confusion_matrix.png`, `calibration.png` and `misclassified.png`, and adds them to the training
 run in MLflow when the model has one. The registry's gate reads `metrics.json`.
 """
@@ -17,9 +18,9 @@ import numpy as np
 
 from digitops.config import Config
 from digitops.contracts import Evaluation
-from digitops.data.dataset import load_dataset
+from digitops.data.dataset import Split, load_dataset
 from digitops.fileio import atomic_dir
-from digitops.model.artifact import OnnxClassifier, check_classes, load_card
+from digitops.model.artifact import MODEL_INT8, OnnxClassifier, check_classes, load_card
 from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR, reliability, scaled_softmax
 from digitops.results import StageResult, metric
 from digitops.stages.behavior import run_tests
@@ -42,6 +43,7 @@ class EvaluateResult(StageResult):
     test_ece: float = metric()
     test_ece_uncalibrated: float = metric()
     unsure_share: float = metric()
+    test_accuracy_int8: float | None = metric()
 
 
 def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> EvaluateResult:
@@ -52,14 +54,12 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
     test = dataset.split("test")
     classifier = OnnxClassifier.load(model_dir)
     logits = classifier.logits(test.images, config.evaluate.batch_size)
-    behavior = run_tests(classifier, test.images, config.evaluate)
     evaluation = Evaluation.model_validate(
-        classification_metrics(logits, test.labels, dataset.class_names)
+        quality(classifier, logits, test, dataset.class_names, config)
         | {
-            "calibration": calibration(logits, test.labels, card.temperature),
-            "behavior": {found.name: found.as_dict() for found in behavior},
             "model_dir": str(model_dir.resolve()),
             "dataset_version": dataset.version,
+            "int8": _int8_quality(model_dir, logits, test, dataset.class_names, config),
         }
     )
 
@@ -100,12 +100,46 @@ def run(config: Config, model_dir: Path, data_dir: Path, out_dir: Path) -> Evalu
         evaluation.calibration["ece_after"],
         evaluation.calibration["ece_before"],
         evaluation.calibration["unsure"][str(DEFAULT_CONFIDENCE_FLOOR)],
+        evaluation.int8.test_accuracy if evaluation.int8 else None,
     )
     if config.tracking.enabled and card.mlflow_run_id:
         from digitops.tracking import add_to_run
 
         add_to_run(config.tracking, card.mlflow_run_id, "evaluation", result, out_dir)
     return result
+
+
+def quality(
+    classifier: OnnxClassifier,
+    logits: np.ndarray,
+    test: Split,
+    class_names: list[str],
+    config: Config,
+) -> dict[str, Any]:
+    """What the gate judges of one model file (`Quality`): classification metrics, calibration
+    at the card's temperature, the behavioral tests."""
+    return classification_metrics(logits, test.labels, class_names) | {
+        "calibration": calibration(logits, test.labels, classifier.card.temperature),
+        "behavior": {
+            found.name: found.as_dict()
+            for found in run_tests(classifier, test.images, config.evaluate)
+        },
+    }
+
+
+def _int8_quality(
+    model_dir: Path, fp32_logits: np.ndarray, test: Split, class_names: list[str], config: Config
+) -> dict[str, Any] | None:
+    """The int8 file's `Int8Quality`, or None for a model trained before int8 files."""
+    if not (model_dir / MODEL_INT8).is_file():
+        return None
+    int8 = OnnxClassifier.load(model_dir, precision="int8")
+    logits = int8.logits(test.images, config.evaluate.batch_size)
+    agreement = float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean())
+    return quality(int8, logits, test, class_names, config) | {
+        "size_bytes": (model_dir / MODEL_INT8).stat().st_size,
+        "agreement": agreement,
+    }
 
 
 # The confidence floors whose unsure shares are reported: a few, and always the service's.

@@ -21,7 +21,14 @@ from typing import Any
 from digitops.config import Config
 from digitops.contracts import DriftVerdict, Evaluation, Registration
 from digitops.fileio import check_replaceable
-from digitops.model.artifact import MODEL_CARD, MODEL_ONNX, ModelCard, OnnxClassifier, load_card
+from digitops.model.artifact import (
+    MODEL_CARD,
+    MODEL_INT8,
+    MODEL_ONNX,
+    ModelCard,
+    OnnxClassifier,
+    load_card,
+)
 from digitops.registry import (
     CANDIDATE,
     PRODUCTION,
@@ -164,7 +171,12 @@ def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
             registered_model_name=config.registry.model_name,
             signature=signature,
             input_example=inputs,
-            extra_files=[str(model_dir / MODEL_CARD)],
+            # The int8 file travels with the version, so `models:/` URIs serve it when asked.
+            extra_files=[
+                str(model_dir / name)
+                for name in (MODEL_CARD, MODEL_INT8)
+                if (model_dir / name).is_file()
+            ],
             pip_requirements=["onnxruntime", "numpy"],
             onnx_execution_providers=["CPUExecutionProvider"],
             save_as_external_data=False,  # one self-contained file: the model is small
@@ -194,7 +206,10 @@ def _lineage(
     pipeline_run: str,
     trigger: str,
 ) -> dict[str, str]:
+    int8 = evaluation.int8
     return {
+        "test_accuracy_int8": f"{int8.test_accuracy:.6f}" if int8 else "",
+        "int8_bytes": str(int8.size_bytes) if int8 else "",
         "dataset_version": card.dataset.version,
         "production_data": _production_data(card),
         "test_accuracy": f"{evaluation.test_accuracy:.6f}",
