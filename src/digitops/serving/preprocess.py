@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import io
 import math
+import struct
 import warnings
 
 import numpy as np
@@ -23,6 +24,7 @@ from digitops.data.sources import sixteen_bit_levels
 from digitops.errors import DigitopsError
 
 FORMATS = ("PNG", "JPEG", "BMP", "WEBP")
+PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
 # Decoded pixels cost memory (4 bytes each for RGBA, twice while converting): 16 megapixels keep
 # two images in flight within the serving pod's 512 Mi. JPEG decodes at up to 1/8 of its size,
 # so a 48-megapixel phone photo costs less than a 1-megapixel PNG.
@@ -34,6 +36,7 @@ MIN_CONTRAST = 0.15  # ink and page differ by at least this much (of full scale)
 MIN_INK_SHARE = 0.05  # the digit spans at least this share of the image's longer side
 SIZE, INNER = 28, 20  # MNIST: the digit's longer side is 20 px inside a 28×28 frame
 INK_LEVEL = 0.2  # after inversion, pixels above this (of 1.0) count as ink when cropping
+_PLACES = np.arange(SIZE, dtype=np.float32)  # row (or column) numbers, for the centre of mass
 
 
 class ImageError(DigitopsError):
@@ -65,6 +68,11 @@ def header_pixels(data: bytes) -> int | None:
         if _is_jpeg(data):
             width, height = _jpeg_size(data)
             return width * height
+        if len(data) >= 24 and data[:8] == PNG_SIGNATURE and data[12:16] == b"IHDR":
+            # The size is the first thing a PNG says; opening it with Pillow to read it cost a
+            # tenth of a request.
+            width, height = struct.unpack(">II", data[16:24])
+            return int(width * height)
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", Image.DecompressionBombWarning)
             width, height = Image.open(io.BytesIO(data), formats=FORMATS).size
@@ -206,18 +214,19 @@ def preprocess(data: bytes) -> np.ndarray:
 
 
 def _dark_page(gray: np.ndarray) -> bool:
-    """Whether the background is dark: the border pixels are mostly darker than mid-gray."""
-    border = np.concatenate([gray[0], gray[-1], gray[:, 0], gray[:, -1]])
-    return float(np.median(border)) < 0.5
+    """Whether the background is dark: most border pixels are darker than mid-gray (counted, not
+    a median: a sort of the border cost a twentieth of a request)."""
+    edges = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
+    dark = sum(np.count_nonzero(edge < 0.5) for edge in edges)
+    return 2 * dark > sum(edge.size for edge in edges)
 
 
 def _centre_of_mass(canvas: np.ndarray) -> np.ndarray:
     total = float(canvas.sum())
     if total == 0:
         return canvas
-    ys, xs = np.indices(canvas.shape)
-    dy = round((SIZE - 1) / 2 - float((ys * canvas).sum()) / total)
-    dx = round((SIZE - 1) / 2 - float((xs * canvas).sum()) / total)
+    dy = round((SIZE - 1) / 2 - float(canvas.sum(axis=1) @ _PLACES) / total)
+    dx = round((SIZE - 1) / 2 - float(canvas.sum(axis=0) @ _PLACES) / total)
     shifted = np.zeros_like(canvas)
     src_y = slice(max(0, -dy), SIZE - max(0, dy))
     src_x = slice(max(0, -dx), SIZE - max(0, dx))
