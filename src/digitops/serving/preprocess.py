@@ -218,7 +218,7 @@ def _dark_page(gray: np.ndarray) -> bool:
     a median: a sort of the border cost a twentieth of a request)."""
     edges = (gray[0], gray[-1], gray[:, 0], gray[:, -1])
     dark = sum(np.count_nonzero(edge < 0.5) for edge in edges)
-    return 2 * dark > sum(edge.size for edge in edges)
+    return bool(2 * dark > sum(edge.size for edge in edges))
 
 
 def _centre_of_mass(canvas: np.ndarray) -> np.ndarray:
