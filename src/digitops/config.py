@@ -126,7 +126,7 @@ class TuneConfig(Section):
     """
 
     trials: int = Field(12, ge=0, description="number of trials; 0 skips the search")
-    time_budget_s: float = Field(300.0, gt=0, description="wall-clock budget of the search")
+    time_budget_s: float = Field(120.0, gt=0, description="wall-clock budget of the search")
     epochs: int = Field(4, ge=1, description="epochs of a trial that ASHA never stops")
     grace_epochs: int = Field(1, ge=1, description="epochs every trial gets before ASHA judges")
     reduction_factor: int = Field(2, ge=2, description="ASHA keeps 1/reduction_factor per rung")

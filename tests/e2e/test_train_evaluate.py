@@ -34,6 +34,17 @@ def test_short_training_run_exceeds_90_percent_test_accuracy(report: Path):
     assert sum(map(sum, metrics["confusion_matrix"])) == metrics["test_images"]
 
 
+def test_the_int8_file_is_small_and_judged_like_the_fp32_one(trained, report: Path):
+    metrics = json.loads((report / "metrics.json").read_text())
+    int8 = metrics["int8"]
+    assert int8["size_bytes"] == (trained.model_dir / "model.int8.onnx").stat().st_size <= 30_000
+    assert abs(int8["test_accuracy"] - metrics["test_accuracy"]) <= 0.005  # a 4-epoch model
+    assert int8["agreement"] >= 0.99
+    assert set(int8["behavior"]) == set(metrics["behavior"])
+    card = json.loads((trained.model_dir / "model.json").read_text())
+    assert card["int8"]["size_bytes"] == int8["size_bytes"] and card["int8"]["images"] > 0
+
+
 def test_evaluation_writes_the_figures(report: Path):
     for name in ("confusion_matrix.png", "misclassified.png"):
         assert (report / name).read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
