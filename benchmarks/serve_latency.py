@@ -3,12 +3,14 @@ concurrency 1, 8 and 32, for digitops' service and, in the same run, two peers u
 instead on the same model and preprocessing: LitServe and KServe's Python model server.
 
     .venv/bin/python benchmarks/serve_latency.py [--model artifacts/model] [--requests 2000]
-        [--servers digitops litserve kserve digitops-int8]
+        [--servers digitops litserve kserve digitops-no-store digitops-int8]
 
 Every server gets the same JSON body (one MNIST test digit as a base64 PNG, dark on white at
 4× size, so preprocessing does real work) from an aiohttp client on this machine, 127.0.0.1
-only, after a warm-up. `digitops-int8` is the same service answering with the model's int8
-file. KServe runs from its own environment (`make tools/kserve/.venv/.installed`, which
+only, after a warm-up. digitops keeps every request in its store, as `digitops serve` does by
+default; `digitops-no-store` is the same service without one (the peers keep nothing), and
+`digitops-int8` the same service answering with the model's int8 file. KServe runs from its
+own environment (`make tools/kserve/.venv/.installed`, which
 `make bench` builds). Prints JSON: machine, versions, per server and concurrency the
 requests/s and latency percentiles, and each server's throughput over digitops'.
 """
@@ -52,16 +54,18 @@ class Server:
     env: dict[str, str] = field(default_factory=dict)
 
 
-def _digitops(port: int, args: argparse.Namespace) -> list[str]:
+def _digitops(port: int, args: argparse.Namespace, store: bool = True) -> list[str]:
     return [
         *(sys.executable, "-m", "digitops.cli", "serve", "--model", args.model),
         *("--port", str(port), "--workers", str(args.workers)),
-        *("--store", str(Path(tempfile.mkdtemp()) / "store")),
+        *("--store", str(Path(tempfile.mkdtemp()) / "store") if store else ""),
     ]
 
 
 SERVERS = {
     "digitops": Server(_digitops),
+    # The peers keep nothing; this is digitops doing only that same work.
+    "digitops-no-store": Server(lambda port, args: _digitops(port, args, store=False)),
     "digitops-int8": Server(_digitops, env={"DIGITOPS_PRECISION": "int8"}),
     "litserve": Server(
         lambda port, args: [
@@ -90,7 +94,10 @@ def main() -> None:
         "--workers", type=int, default=2, help="server processes (LitServe runs two)"
     )
     parser.add_argument(
-        "--servers", nargs="+", choices=list(SERVERS), default=["digitops", "litserve", "kserve"]
+        "--servers",
+        nargs="+",
+        choices=list(SERVERS),
+        default=["digitops", "litserve", "kserve", "digitops-no-store"],
     )
     args = parser.parse_args()
     if "kserve" in args.servers and not KSERVE_PYTHON.exists():
