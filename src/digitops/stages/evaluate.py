@@ -20,7 +20,13 @@ from digitops.config import Config
 from digitops.contracts import Evaluation
 from digitops.data.dataset import Split, load_dataset
 from digitops.fileio import atomic_dir
-from digitops.model.artifact import MODEL_INT8, OnnxClassifier, check_classes, load_card
+from digitops.model.artifact import (
+    INT8_PLACES,
+    OnnxClassifier,
+    check_classes,
+    load_card,
+    model_file,
+)
 from digitops.model.calibration import DEFAULT_CONFIDENCE_FLOOR, reliability, scaled_softmax
 from digitops.results import StageResult, metric
 from digitops.stages.behavior import run_tests
@@ -131,13 +137,13 @@ def _int8_quality(
     model_dir: Path, fp32_logits: np.ndarray, test: Split, class_names: list[str], config: Config
 ) -> dict[str, Any] | None:
     """The int8 file's `Int8Quality`, or None for a model trained before int8 files."""
-    if not (model_dir / MODEL_INT8).is_file():
+    if not any((model_dir / place).is_file() for place in INT8_PLACES):
         return None
     int8 = OnnxClassifier.load(model_dir, precision="int8")
     logits = int8.logits(test.images, config.evaluate.batch_size)
     agreement = float((logits.argmax(axis=1) == fp32_logits.argmax(axis=1)).mean())
     return quality(int8, logits, test, class_names, config) | {
-        "size_bytes": (model_dir / MODEL_INT8).stat().st_size,
+        "size_bytes": model_file(model_dir, "int8").stat().st_size,
         "agreement": agreement,
     }
 
