@@ -51,7 +51,8 @@ class BestParams(StageFile):
 
     searched: bool
     params: dict[str, Any]
-    best_val_accuracy: float | None
+    best_val_accuracy: float | None  # the chosen trial's: the cheapest near the top
+    top_val_accuracy: float | None = None  # the highest of any trial (None in older files)
     baseline_val_accuracy: float | None
     trial: str | None
     epochs: int | None

@@ -52,7 +52,8 @@ class TuneResult(StageResult):
     out_dir: Path
     searched: bool
     best_params: dict[str, Any]
-    best_val_accuracy: float | None = metric()
+    best_val_accuracy: float | None = metric()  # the chosen trial's (see _cheapest_near_top)
+    top_val_accuracy: float | None = metric()  # the highest of any trial
     baseline_val_accuracy: float | None = metric()
     trials: int = metric()
     failed_trials: int = metric()
@@ -395,6 +396,7 @@ def _write(
         searched=True,
         best_params={key: _plain(best[key]) for key in keys},
         best_val_accuracy=float(best["val_accuracy"]),
+        top_val_accuracy=float(ok["val_accuracy"].max()),
         baseline_val_accuracy=baseline_acc,
         trials=len(table),
         failed_trials=int((table["status"] == "failed").sum()),
@@ -412,13 +414,24 @@ def _write(
 def _cheapest_near_top(trials: pd.DataFrame, tolerance: float) -> pd.Series:
     """The trial with the fewest seconds per epoch among those within `tolerance` of the top
     validation accuracy (trials ran side by side on equal CPUs, so their seconds compare)."""
-    near = trials[trials["val_accuracy"] >= trials["val_accuracy"].max() - tolerance]
+    scored = trials.dropna(subset=["val_accuracy"])
+    if scored.empty:
+        raise TuneError(f"none of the {len(trials)} trials reported a validation accuracy")
+    near = scored[scored["val_accuracy"] >= scored["val_accuracy"].max() - tolerance]
     return near.loc[(near["seconds"] / near["epochs"].clip(lower=1)).idxmin()]
 
 
 def _skip(config: Config, out_dir: Path, started: float) -> TuneResult:
     result = TuneResult(
-        out_dir, False, {}, None, None, 0, 0, time.perf_counter() - started, mlflow_run_id=None
+        out_dir,
+        searched=False,
+        best_params={},
+        best_val_accuracy=None,
+        top_val_accuracy=None,
+        baseline_val_accuracy=None,
+        trials=0,
+        failed_trials=0,
+        tune_seconds=time.perf_counter() - started,
     )
     with atomic_dir(out_dir, marker=BEST) as tmp:
         _best_file(config, result, None, None).write(tmp)
@@ -433,6 +446,7 @@ def _best_file(
         searched=result.searched,
         params=result.best_params,
         best_val_accuracy=result.best_val_accuracy,
+        top_val_accuracy=result.top_val_accuracy,
         trial=trial,
         epochs=epochs,
         baseline_val_accuracy=result.baseline_val_accuracy,

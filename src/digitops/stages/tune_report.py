@@ -97,7 +97,8 @@ def write(trials: Trials, keys: list[str], out: Path, best_trial: str, tolerance
     _plot_curves(trials, best_trial, out / CURVES)
     best = table[table["trial"] == best_trial].iloc[0]
     summary = (
-        f"<h1>Best validation accuracy {best['val_accuracy']:.2%}</h1>"
+        f"<h1>Chosen trial: validation accuracy {best['val_accuracy']:.2%} "
+        f"(top {table['val_accuracy'].max():.2%})</h1>"
         f"<p>Trial {best_trial} of {len(table)} "
         f"({int((table['status'] == 'failed').sum())} failed, "
         f"{int((table['status'] == 'stopped early').sum())} stopped early): "
