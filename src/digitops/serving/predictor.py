@@ -187,7 +187,7 @@ class ServedModel:
             version = str(MlflowClient().get_model_version_by_alias(name, alias).version)
             if version == self.predictor.version:
                 return False
-            replacement = load_predictor(self.predictor.source)
+            replacement = load_predictor(self.predictor.source, precision=self.predictor.precision)
         except (MlflowException, ModelError, OSError) as exc:
             log.warning(
                 "%s: cannot follow the alias (%s); still serving version %s",
