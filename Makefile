@@ -90,13 +90,11 @@ $(LABEL_STUDIO): tools/label-studio/requirements.txt
 
 # KServe's model server, the second peer of the serving benchmark (benchmarks/kserve_peer.py), in
 # a virtual environment of its own: kserve pins psutil<6, digitops needs psutil>=6. It imports
-# digitops' serving code from src/ through a .pth file (no editable install, no build step).
+# digitops' serving code from src/ on PYTHONPATH (no install: the checkout can move).
 $(KSERVE): tools/kserve/requirements.txt
 	test -x tools/kserve/.venv/bin/python || $(PYTHON) -m venv tools/kserve/.venv
 	tools/kserve/.venv/bin/python -m pip install --quiet -r tools/kserve/requirements.txt
-	echo "$(CURDIR)/src" > "$$(tools/kserve/.venv/bin/python -c \
-	  'import sysconfig; print(sysconfig.get_path("purelib"))')/digitops-src.pth"
-	tools/kserve/.venv/bin/python -c 'import kserve, digitops.serving.predictor'
+	PYTHONPATH=src tools/kserve/.venv/bin/python -c 'import kserve, digitops.serving.predictor'
 	touch $@
 
 lint: install $(ACTIONLINT) $(CHECKOV)

@@ -82,6 +82,7 @@ SERVERS = {
         ],
         predict="/v1/models/digit:predict",
         ready="/v1/models/digit",
+        env={"PYTHONPATH": str(ROOT / "src")},  # digitops' serving code, from this checkout
     ),
 }
 

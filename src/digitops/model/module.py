@@ -20,7 +20,7 @@ from digitops.config import ModelConfig, TrainConfig
 from digitops.model.cnn import DigitCNN
 
 # Each kind of non-digit is a sixteenth of a batch. An eighth cost 0.14 point of test accuracy
-# and a fifth of the training time for no gain: both kept every non-digit unsure (docs/pipeline.md).
+# and a sixth more training time for no gain: both kept every non-digit unsure (docs/pipeline.md).
 OUTLIER_DIVISOR = 16
 
 
