@@ -162,9 +162,9 @@ def _shrink_image(image: Image.Image) -> Image.Image:
 
 
 def _shrink(image: Image.Image, mode: str) -> np.ndarray:
-    gray = _shrink_image(image.convert(mode))
-    scale = 255.0 if mode == "L" else 1.0
-    return np.asarray(gray, dtype=np.float32) / scale
+    shrunk = _shrink_image(image if image.mode == mode else image.convert(mode))
+    gray = np.asarray(shrunk, dtype=np.float32)
+    return gray * (1 / 255) if mode == "L" else gray
 
 
 def _flatten(image: Image.Image) -> np.ndarray:
@@ -181,25 +181,32 @@ def _flatten(image: Image.Image) -> np.ndarray:
 def to_mnist(gray: np.ndarray) -> np.ndarray:
     """A 28×28 float32 image, light ink on black, digit scaled to 20 px and centred by mass;
     `NoDigitError` when there is no ink to read."""
-    ink = gray if _dark_page(gray) else 1.0 - gray
-    low, high = float(ink.min()), float(ink.max())
+    low, high = float(gray.min()), float(gray.max())
     if high - low < MIN_CONTRAST:
         raise NoDigitError("no digit found: the image is blank (no ink that stands out)")
-    ink = np.clip((ink - low) / (high - low), 0, 1)
-    rows = np.flatnonzero((ink > INK_LEVEL).any(axis=1))
-    cols = np.flatnonzero((ink > INK_LEVEL).any(axis=0))
+    # Ink is what lies more than INK_LEVEL of the way from the page towards the strongest
+    # stroke. Only the crop is inverted (on a light page) and stretched to 0-255: whole-image
+    # passes cost more than the rest of this function.
+    dark = _dark_page(gray)
+    threshold = INK_LEVEL * (high - low)
+    mask = gray > low + threshold if dark else gray < high - threshold
+    rows = np.flatnonzero(mask.any(axis=1))
+    cols = np.flatnonzero(mask.any(axis=0))
     extent = max(rows[-1] - rows[0], cols[-1] - cols[0]) + 1
     if extent < max(4, MIN_INK_SHARE * max(gray.shape)):
         raise NoDigitError(
             f"no digit found: the only ink spans {extent} pixels of a "
             f"{gray.shape[1]}×{gray.shape[0]} image"
         )
-    crop = ink[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    box = gray[rows[0] : rows[-1] + 1, cols[0] : cols[-1] + 1]
+    crop = (box - low if dark else high - box) * (255 / (high - low))
     scale = INNER / max(crop.shape)
     height = max(1, round(crop.shape[0] * scale))
     width = max(1, round(crop.shape[1] * scale))
-    resized = Image.fromarray((crop * 255).astype(np.uint8)).resize(
-        (width, height), Image.Resampling.LANCZOS
+    # A crop many times the target is box-reduced first (reducing_gap): Lanczos over a 400-pixel
+    # photo crop cost 0.4 ms, and the result differs from pure Lanczos by a level or two.
+    resized = Image.fromarray(crop.astype(np.uint8)).resize(
+        (width, height), Image.Resampling.LANCZOS, reducing_gap=3.0
     )
     digit = np.asarray(resized, dtype=np.float32) / 255.0
     canvas = np.zeros((SIZE, SIZE), dtype=np.float32)
@@ -222,10 +229,11 @@ def _dark_page(gray: np.ndarray) -> bool:
 
 
 def _centre_of_mass(canvas: np.ndarray) -> np.ndarray:
-    total = float(canvas.sum())
+    by_row = canvas.sum(axis=1)
+    total = float(by_row.sum())
     if total == 0:
         return canvas
-    dy = round((SIZE - 1) / 2 - float(canvas.sum(axis=1) @ _PLACES) / total)
+    dy = round((SIZE - 1) / 2 - float(by_row @ _PLACES) / total)
     dx = round((SIZE - 1) / 2 - float(canvas.sum(axis=0) @ _PLACES) / total)
     shifted = np.zeros_like(canvas)
     src_y = slice(max(0, -dy), SIZE - max(0, dy))
