@@ -13,7 +13,7 @@ import binascii
 import logging
 import os
 import time
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, AsyncIterator, Callable, Coroutine
 from contextlib import asynccontextmanager
 from importlib import resources
 from typing import Any
@@ -24,6 +24,7 @@ import orjson
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.routing import APIRoute
 from pydantic import BaseModel, Field
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.formparsers import MultiPartException, MultiPartParser
@@ -208,18 +209,28 @@ def create_app(
             return answer(images, client)  # a millisecond or two: a thread hop would cost more
         return await anyio.to_thread.run_sync(answer, images, client, limiter=limiter)
 
-    @app.post("/predict", response_model=Answer, responses=ERRORS, openapi_extra=_body(True))
     async def predict(request: Request) -> Response:
         """Predict the digit in one image."""
         return _json((await answered(request, await _images(request, single=True)))[0])
 
-    @app.post(
-        "/predict/batch", response_model=BatchAnswer, responses=ERRORS, openapi_extra=_body(False)
-    )
     async def predict_batch(request: Request) -> Response:
         """Predict the digits in up to 64 images."""
         images = await _images(request, single=False)
         return _json({"predictions": await answered(request, images)})
+
+    for path, endpoint, documented, single in (
+        ("/predict", predict, Answer, True),
+        ("/predict/batch", predict_batch, BatchAnswer, False),
+    ):
+        app.router.add_api_route(
+            path,
+            endpoint,
+            methods=["POST"],
+            response_model=documented,
+            responses=ERRORS,
+            openapi_extra=_body(single),
+            route_class_override=_RequestRoute,
+        )
 
     def explain(data: bytes, digit: str | None, client: str) -> ExplainAnswer:
         predictor, _, _ = versions(client)  # the version that answers this client's /predict
@@ -451,6 +462,21 @@ def _shape(prediction: Prediction, version: str, request_id: str | None) -> dict
         "model_version": version,
         "request_id": request_id,
     }
+
+
+class _RequestRoute(APIRoute):
+    """A route whose endpoint takes the request and returns a response itself. FastAPI documents
+    it as any route (response model, errors, body); per request it skips solving the endpoint's
+    parameters, which cost 8 % of a prediction (2026-12-03)."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        endpoint = self.endpoint
+
+        async def handle(request: Request) -> Response:
+            response: Response = await endpoint(request)
+            return response
+
+        return handle
 
 
 def _json(content: Any) -> Response:
