@@ -1,6 +1,7 @@
 #!/bin/sh
 # Credentials for the cluster, generated here and never committed (make kind-up runs this):
-#   mlflow/mlflow-credentials   the PostgreSQL and MinIO passwords and the MLflow admin login
+#   mlflow/mlflow-credentials   the PostgreSQL and MinIO passwords, the MLflow admin login and
+#                               the key of its login pages (MLFLOW_FLASK_SERVER_SECRET_KEY)
 #   <ns>/mlflow-client          that login, for MLflow's clients: the pipeline's tasks (kubeflow)
 #                               and the prediction service (digitops)
 #   digitops/store-client       the MinIO login, for the prediction service's request store
@@ -22,7 +23,15 @@ else
     --from-literal=MINIO_ROOT_USER=mlflow \
     --from-literal=MINIO_ROOT_PASSWORD="$(random)" \
     --from-literal=MLFLOW_TRACKING_USERNAME=digitops \
-    --from-literal=MLFLOW_TRACKING_PASSWORD="$(random)"
+    --from-literal=MLFLOW_TRACKING_PASSWORD="$(random)" \
+    --from-literal=MLFLOW_FLASK_SERVER_SECRET_KEY="$(random)"
+fi
+# A secret made before MLflow 3.17 has no key for the login pages, and the server needs one.
+if [ -z "$(kubectl -n mlflow get secret mlflow-credentials \
+  -o 'jsonpath={.data.MLFLOW_FLASK_SERVER_SECRET_KEY}')" ]; then
+  kubectl -n mlflow patch secret mlflow-credentials --type merge \
+    -p "{\"stringData\":{\"MLFLOW_FLASK_SERVER_SECRET_KEY\":\"$(random)\"}}"
+  echo "added MLFLOW_FLASK_SERVER_SECRET_KEY to secret mlflow/mlflow-credentials"
 fi
 
 field() {
