@@ -114,9 +114,21 @@ def train_trial(
         config.train.seed,
         build_augmentation(config.augment),
     )
-    report = TuneReportCheckpointCallback(
-        {METRIC: "val_accuracy", "val_loss": "val_loss"}, save_checkpoints=False
-    )
+
+    class NodeReport(TuneReportCheckpointCallback):
+        """Reports the Ray node the trial runs on beside its metrics (`node` in the trial
+        table): Ray's own results name only the node's IP, which every node of a one-machine
+        cluster shares. `_get_report_dict` is the callback's hook for what it reports."""
+
+        def _get_report_dict(self, trainer: Any, pl_module: Any) -> dict[str, Any] | None:
+            import ray
+
+            reported: dict[str, Any] | None = super()._get_report_dict(trainer, pl_module)
+            if reported is not None:
+                reported[tune_report.NODE] = ray.get_runtime_context().get_node_id()
+            return reported
+
+    report = NodeReport({METRIC: "val_accuracy", "val_loss": "val_loss"}, save_checkpoints=False)
     trainer = L.Trainer(
         max_epochs=config.tune.epochs,
         accelerator="cpu",

@@ -12,6 +12,7 @@ import pandas as pd
 from digitops.reports import figure_html, html_page, pyplot, table_html
 
 TRIALS_CSV = "trials.csv"
+NODE = "node_id"  # what each trial reports besides its metrics: the Ray node it ran on
 TRIALS_MD = "trials.md"
 CURVES = "val_accuracy.png"
 REPORT = "report.html"
@@ -61,6 +62,7 @@ def trial_table(
                 "val_accuracy": max(accuracy) if accuracy else float("nan"),
                 "parameters": parameters(result.config),
                 "seconds": round(float(result.metrics.get("time_total_s", 0.0)), 1),
+                "node": str(result.metrics.get(NODE) or ""),
                 **result.config,
                 "error": _error_line(result.error),
             }
@@ -127,11 +129,13 @@ def _display(table: pd.DataFrame, keys: list[str]) -> pd.DataFrame:
         [
             *("trial", "status", "baseline", "epochs", "val_accuracy", "parameters", "seconds"),
             *keys,
+            "node",
             "error",
         ]
     ]
     return shown.assign(
         val_accuracy=shown["val_accuracy"].map(lambda v: "" if pd.isna(v) else f"{v:.4f}"),
+        node=shown["node"].map(lambda node: node[:8]),  # enough to tell a cluster's nodes apart
         baseline=shown["baseline"].map(lambda b: "yes" if b else ""),
         **{key: shown[key].map(format_value) for key in keys},
     )
