@@ -58,8 +58,9 @@ test-fast: install
 	$(BIN)/python -m pytest -m "not slow and not e2e and not docker"
 
 # The cluster's topology on 127.0.0.1 (docs/cluster.md#the-rehearsal): PostgreSQL, an S3 server,
-# MLflow's server as the manifest runs it, a two-node Ray cluster. `make test` runs it too.
-rehearsal: install
+# MLflow's server as the manifest runs it, a two-node Ray cluster, and the pipeline on them with
+# every task in the component image. `make test` runs it too.
+rehearsal: install images
 	$(BIN)/python -m pytest -m rehearsal
 
 # The component, serving and Lambda images, built offline (scripts/images.sh): a Debian base made

@@ -5,6 +5,8 @@
 #   <ns>/mlflow-client          that login, for MLflow's clients: the pipeline's tasks (kubeflow)
 #                               and the prediction service (digitops)
 #   digitops/store-client       the MinIO login, for the prediction service's request store
+#   kubeflow/ray-auth           the Ray cluster's token (RAY_AUTH_MODE=token, RAY_AUTH_TOKEN), for
+#                               its nodes (manifests/ray) and the pipeline's search task
 # A secret that exists is kept, so running it again changes nothing. Needs kubectl, and the
 # namespaces mlflow, kubeflow and digitops.
 set -eu
@@ -55,4 +57,11 @@ else
   kubectl -n digitops create secret generic store-client \
     --from-literal=AWS_ACCESS_KEY_ID="$(field MINIO_ROOT_USER)" \
     --from-literal=AWS_SECRET_ACCESS_KEY="$(field MINIO_ROOT_PASSWORD)"
+fi
+if exists kubeflow ray-auth; then
+  echo "kept secret kubeflow/ray-auth"
+else
+  kubectl -n kubeflow create secret generic ray-auth \
+    --from-literal=RAY_AUTH_MODE=token \
+    --from-literal=RAY_AUTH_TOKEN="$(random)$(random)"
 fi

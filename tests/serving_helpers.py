@@ -22,11 +22,12 @@ def running_server(
     work: Path,
     env: dict[str, str] | None = None,
     timeout_s: float = 90,
+    port: int | None = None,
 ) -> Iterator[str]:
-    """The server `argv(port)` starts (with `env` added to the environment), on a free
-    127.0.0.1 port, logging to `work`; yields its base URL once `health` answers, and stops it
-    afterwards."""
-    port = free_port()
+    """The server `argv(port)` starts (with `env` added to the environment), on `port` (default:
+    a free 127.0.0.1 port), logging to `work`; yields its base URL once `health` answers, and
+    stops it afterwards."""
+    port = port or free_port()
     log = work / f"{name}-{port}.log"
     with open(log, "w") as stream:
         process = subprocess.Popen(

@@ -143,8 +143,8 @@ class TuneConfig(Section):
     accuracy_tolerance: float = Field(
         0.0005, ge=0, le=1, description="the fastest trial this close to the top val accuracy wins"
     )
-    ray_address: str | None = Field(
-        None, description="Ray cluster (default: $RAY_ADDRESS, else local)"
+    ray_address: str = Field(
+        "", description="Ray cluster, e.g. ray://head:10001 (empty: $RAY_ADDRESS, else in-process)"
     )
     seed: int = 42
 

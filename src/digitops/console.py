@@ -16,7 +16,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from digitops.config import Config, load_config
-from digitops.errors import DigitopsError
+from digitops.errors import DigitopsError, tracking_unreachable
 from digitops.results import StageResult
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -32,7 +32,8 @@ ModelOpt = Annotated[Path, typer.Option("--model", help="Model directory (from t
 
 
 def user_errors(command: F) -> F:
-    """Turn `DigitopsError` into one line on stderr and exit code 2."""
+    """Turn `DigitopsError`, and an MLflow server that does not answer, into one line on stderr
+    and exit code 2."""
 
     @functools.wraps(command)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
@@ -41,6 +42,11 @@ def user_errors(command: F) -> F:
             return command(*args, **kwargs)
         except DigitopsError as exc:
             typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+        except Exception as exc:  # MlflowException, without importing mlflow for every command
+            if (unreachable := tracking_unreachable(str(exc))) is None:
+                raise
+            typer.echo(f"error: {unreachable}", err=True)
             raise typer.Exit(2) from None
 
     return wrapper  # type: ignore[return-value]

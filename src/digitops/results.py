@@ -8,6 +8,7 @@ the KFP UI (`log_to_kfp`) and the console (`lines`). No face re-lists a result's
 from __future__ import annotations
 
 import dataclasses
+import json
 from pathlib import Path
 from typing import Any, ClassVar, Protocol
 
@@ -18,6 +19,8 @@ def metric(**kwargs: Any) -> Any:
 
 
 class _MetricSink(Protocol):
+    path: str
+
     def log_metric(self, metric: str, value: float) -> None: ...
 
 
@@ -66,9 +69,18 @@ def log_to_mlflow(result: StageResult, step: int | None = None) -> None:
 
 
 def log_to_kfp(result: StageResult, sink: _MetricSink) -> None:
-    """The result's metrics on a KFP `Output[Metrics]` artifact."""
-    for name, value in result.metrics().items():
+    """The result's metrics on a KFP `Output[Metrics]` artifact, and as JSON in its file: KFP's
+    local cache takes an output with no file for a lost one, and runs the task again."""
+    metrics = result.metrics()
+    for name, value in metrics.items():
         sink.log_metric(name, value)
+    write_artifact_file(sink.path, metrics)
+
+
+def write_artifact_file(path: str, content: Any) -> None:
+    """`content` as JSON at a KFP output artifact's path (a metrics artifact has none otherwise)."""
+    Path(path).parent.mkdir(parents=True, exist_ok=True)
+    Path(path).write_text(json.dumps(content, indent=1, sort_keys=True, default=str))
 
 
 def show_value(value: Any) -> str:

@@ -9,7 +9,7 @@ import pytest
 
 from digitops.data.dataset import load_dataset
 from digitops.errors import ModelError
-from digitops.stages import evaluate, prepare
+from digitops.stages import evaluate, prepare, register
 
 from ..conftest import SHORT_EPOCHS, make_config
 from ..helpers import write_image_folder
@@ -94,3 +94,25 @@ def test_evaluate_rejects_data_with_other_classes(work: Path, trained, tmp_path:
     prepare.run(make_config(tmp_path, f"prepare.source={tmp_path / 'imgs'}"), tmp_path / "ds")
     with pytest.raises(ModelError, match="classes"):
         evaluate.run(make_config(tmp_path), trained.model_dir, tmp_path / "ds", tmp_path / "ev")
+
+
+def test_the_pipelines_register_task_reuses_the_version_of_its_training_run(
+    work: Path, trained, report: Path, tmp_path: Path
+):
+    """A pipeline run that stopped after registering, run again with its tasks cached, hands
+    register the same model: it gates that version again instead of adding one."""
+    config = make_config(
+        work,
+        "registry.model_name=reuse-check",
+        "registry.accuracy_threshold=0.5",
+        "registry.quality_rules=false",
+    )
+    first = register.run(
+        config, trained.model_dir, report, card_dir=tmp_path / "a", reuse_version=True
+    )
+    again = register.run(
+        config, trained.model_dir, report, card_dir=tmp_path / "b", reuse_version=True
+    )
+    assert first.version == again.version == 1 and again.aliases == ["candidate"]
+    # Outside the pipeline, registering a model again is a new version, as before.
+    assert register.run(config, trained.model_dir, report, card_dir=tmp_path / "c").version == 2

@@ -125,34 +125,44 @@ def running_tracking(work: Path) -> Iterator[Tracking]:
     started by manifests/mlflow/mlflow-server.sh; stopped afterwards."""
     with running_postgres(work) as postgres, running_moto(work) as s3:
         s3_client(s3).create_bucket(Bucket=BUCKET)
-        env = {
-            "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
-            "MLFLOW_BACKEND_STORE_URI": postgres,
-            "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}",
-            "MLFLOW_S3_ENDPOINT_URL": s3,
-            **aws_env(s3),
-            "MLFLOW_HOST": "127.0.0.1",
-            "MLFLOW_ALLOWED_HOSTS": "localhost:*,127.0.0.1:*",
-            "MLFLOW_WORKERS": "2",
-            "MLFLOW_AUTH_ADMIN_USERNAME": LOGIN["MLFLOW_TRACKING_USERNAME"],
-            "MLFLOW_AUTH_ADMIN_PASSWORD": LOGIN["MLFLOW_TRACKING_PASSWORD"],
-            "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(24),
-            "MLFLOW_AUTH_CONFIG_PATH": str(work / "auth.ini"),
-        }
-        with running_server(
-            "mlflow",
-            lambda port: ["env", f"MLFLOW_PORT={port}", "sh", str(MLFLOW_SERVER)],
-            "/health",
-            work,
-            env,
-            timeout_s=120,
-        ) as url:
+        with running_mlflow(work, postgres, s3) as url:
             yield Tracking(url, postgres, s3, work)
+
+
+@contextmanager
+def running_mlflow(work: Path, postgres: str, s3: str, port: int | None = None) -> Iterator[str]:
+    """MLflow's tracking server on `postgres` and the bucket of `s3`, as the manifest runs it,
+    on `port` (default: a free one; the port it had, to start it again); yields its URL."""
+    env = {
+        "PATH": f"{Path(sys.executable).parent}{os.pathsep}{os.environ['PATH']}",
+        "MLFLOW_BACKEND_STORE_URI": postgres,
+        "MLFLOW_ARTIFACTS_DESTINATION": f"s3://{BUCKET}",
+        "MLFLOW_S3_ENDPOINT_URL": s3,
+        **aws_env(s3),
+        "MLFLOW_HOST": "127.0.0.1",
+        "MLFLOW_ALLOWED_HOSTS": "localhost:*,127.0.0.1:*",
+        "MLFLOW_WORKERS": "2",
+        "MLFLOW_AUTH_ADMIN_USERNAME": LOGIN["MLFLOW_TRACKING_USERNAME"],
+        "MLFLOW_AUTH_ADMIN_PASSWORD": LOGIN["MLFLOW_TRACKING_PASSWORD"],
+        "MLFLOW_FLASK_SERVER_SECRET_KEY": secrets.token_hex(24),
+        "MLFLOW_AUTH_CONFIG_PATH": str(work / "auth.ini"),
+    }
+    with running_server(
+        "mlflow",
+        lambda port: ["env", f"MLFLOW_PORT={port}", "sh", str(MLFLOW_SERVER)],
+        "/health",
+        work,
+        env,
+        timeout_s=120,
+        port=port,
+    ) as url:
+        yield url
 
 
 @dataclass(frozen=True)
 class RayCluster:
-    address: str  # the head's GCS address, what `--ray-address` takes
+    address: str  # the head's GCS address: for drivers on a node's machine
+    client_address: str  # Ray Client's (ray://), for drivers elsewhere, as task containers are
     node_ids: list[str]
     env: dict[str, str]  # what a driver needs besides the address: the cluster's token
 
@@ -174,10 +184,10 @@ def running_ray_cluster(work: Path, nodes: int = 2) -> Iterator[RayCluster]:
     ray = str(Path(sys.executable).with_name("ray"))
     # Ray's socket paths live under its temp dir and must stay short: not pytest's folder.
     temp = tempfile.mkdtemp(prefix="ray-", dir="/tmp")
-    port = free_port()
+    port, client_port = free_port(), free_port()
     each = ["--node-ip-address", "127.0.0.1", "--num-cpus", "1", "--disable-usage-stats"]
     head = [ray, "start", "--head", "--port", str(port), "--temp-dir", temp]
-    head += ["--include-dashboard", "false"]
+    head += ["--include-dashboard", "false", "--ray-client-server-port", str(client_port)]
     # `ray start --head` turns token authentication on (Ray 2.60): every node and driver needs
     # the cluster's token, as on a real cluster, where it would come from a secret.
     env = {"RAY_AUTH_MODE": "token", "RAY_AUTH_TOKEN": secrets.token_hex(32)}
@@ -215,7 +225,7 @@ def running_ray_cluster(work: Path, nodes: int = 2) -> Iterator[RayCluster]:
             wait=wait_fixed(1),
             retry=retry_if_result(lambda ids: len(ids) < nodes),
         )(alive)
-        yield RayCluster(address, node_ids, env)
+        yield RayCluster(address, f"ray://127.0.0.1:{client_port}", node_ids, env)
     finally:
         for process in reversed(started):  # the joined nodes first, the head last
             process.terminate()

@@ -89,7 +89,8 @@ def start(
         _check_idle(host)
         from digitops.pipeline.runner import submit
 
-        run_id, state = submit(host, pipeline_file, args, "digitops-retrain", False, 0)
+        # No cached task: prepare's arguments name the store, whose images have changed since.
+        run_id, state = submit(host, pipeline_file, args, "digitops-retrain", False, 0, cache=False)
         return Retrain(run_id, state, "")
     from digitops.pipeline.runner import run_local
 

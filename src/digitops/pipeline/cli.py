@@ -61,6 +61,20 @@ def pipeline_run(
             help="Run each task in the component image (kfp DockerRunner; `make images` first)."
         ),
     ] = False,
+    ray_address: Annotated[
+        str | None,
+        typer.Option(
+            help="Ray cluster the search runs on (the ray_address parameter; default: "
+            "$RAY_ADDRESS, else inside the task); from containers, Ray Client's ray://host:10001."
+        ),
+    ] = None,
+    cache: Annotated[
+        bool,
+        typer.Option(
+            help="Skip the tasks that already succeeded with the same inputs under --root "
+            "(to finish a run that failed half-way). Drift, register and deploy always run."
+        ),
+    ] = False,
     verbose: Annotated[
         bool, typer.Option("--verbose", "-v", help="Print everything the tasks and KFP print.")
     ] = False,
@@ -69,10 +83,20 @@ def pipeline_run(
     from digitops.pipeline.runner import run_local
 
     arguments = _pipeline_arguments(
-        params, source=source, limit=limit, tune_trials=tune_trials, epochs=epochs
+        params,
+        source=source,
+        limit=limit,
+        tune_trials=tune_trials,
+        epochs=epochs,
+        ray_address=ray_address,
     )
     run_dir, tasks = run_local(
-        pipeline_file, arguments, root.resolve(), docker=docker, verbose=verbose
+        pipeline_file,
+        arguments,
+        root.resolve(),
+        docker=docker,
+        verbose=verbose,
+        cache=cache,
     )
     typer.echo(f"pipeline run finished: {run_dir}")
     for task in tasks:

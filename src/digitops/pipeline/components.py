@@ -64,13 +64,15 @@ def tune(
     dataset: Input[Dataset],
     tune_trials: int,
     tune_seed: int,
+    ray_address: str,
     mlflow_tracking_uri: str,
     best_params: Output[Artifact],
     trial_table: Output[Markdown],
     report: Output[HTML],
     metrics: Output[Metrics],
 ) -> None:
-    """Ray Tune search (0 trials: none); best_params feeds train. Ray: $RAY_ADDRESS or local."""
+    """Ray Tune search (0 trials: none); best_params feeds train. Ray: `ray_address` (a
+    cluster's, e.g. ray://head:10001), else $RAY_ADDRESS, else inside the task."""
     import shutil
     import tempfile
     from pathlib import Path
@@ -82,7 +84,10 @@ def tune(
     from digitops.stages import tune_report
 
     values = config_values(
-        tune_trials=tune_trials, tune_seed=tune_seed, mlflow_tracking_uri=mlflow_tracking_uri
+        tune_trials=tune_trials,
+        tune_seed=tune_seed,
+        ray_address=ray_address,
+        mlflow_tracking_uri=mlflow_tracking_uri,
     )
     out = Path(tempfile.mkdtemp()) / "tune"
     result = stage.run(load_config(values=values), Path(dataset.path), out)
@@ -141,7 +146,7 @@ def evaluate(
     from digitops.config import load_config
     from digitops.contracts import Evaluation
     from digitops.pipeline.parameters import config_values
-    from digitops.results import log_to_kfp
+    from digitops.results import log_to_kfp, write_artifact_file
     from digitops.stages import evaluate as stage
 
     out = Path(evaluation.path)
@@ -150,6 +155,7 @@ def evaluate(
     log_to_kfp(result, metrics)
     found = Evaluation.read(out)
     confusion.log_confusion_matrix(list(found.per_class), found.confusion_matrix)
+    write_artifact_file(confusion.path, confusion.metadata)
     shutil.copyfile(out / stage.REPORT, report.path)
 
 
@@ -262,6 +268,7 @@ def register(
         trigger,
         Path(explanation.path),
         card_dir,
+        reuse_version=True,  # a rerun of a run that stopped after registering: no second one
     )
     shutil.copyfile(card_dir / "model_card.html", model_card.path)
     shutil.copyfile(card_dir / "model_card.md", model_card_markdown.path)

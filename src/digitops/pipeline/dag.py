@@ -18,9 +18,18 @@ RETRY_BACKOFF = "5s"
 # namespace (scripts/cluster-secrets.sh makes it); without the secret, tasks go anonymous.
 MLFLOW_LOGIN_SECRET = "mlflow-client"
 MLFLOW_LOGIN_ENV = ("MLFLOW_TRACKING_USERNAME", "MLFLOW_TRACKING_PASSWORD")
+# The search on a Ray cluster (`ray_address`, e.g. ray://digitops-ray-head-svc:10001) joins it
+# with the token in this secret (scripts/cluster-secrets.sh); without it, as a cluster allows.
+RAY_AUTH_SECRET = "ray-auth"
+RAY_AUTH_ENV = ("RAY_AUTH_MODE", "RAY_AUTH_TOKEN")
 
 
-def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.PipelineTask:
+def _configure(
+    task: dsl.PipelineTask, cpu: str, memory: str, name: str, cache: bool = True
+) -> dsl.PipelineTask:
+    """Name, MLflow login, resources, retries, and caching: a task whose outputs follow from its
+    inputs may be skipped when a run with the same inputs succeeded; one with effects outside
+    its outputs (`cache=False`) always runs."""
     task.set_display_name(name)
     kubernetes.use_secret_as_env(
         task,
@@ -30,7 +39,7 @@ def _configure(task: dsl.PipelineTask, cpu: str, memory: str, name: str) -> dsl.
     )
     task.set_cpu_request(cpu).set_cpu_limit(cpu)
     task.set_memory_request(memory).set_memory_limit(memory)
-    task.set_caching_options(enable_caching=True)
+    task.set_caching_options(enable_caching=cache)
     task.set_retry(num_retries=RETRIES, backoff_duration=RETRY_BACKOFF)
     return task
 
@@ -48,6 +57,7 @@ def digits_pipeline(
     prepare_seed: int = DEFAULTS["prepare_seed"],
     tune_trials: int = DEFAULTS["tune_trials"],
     tune_seed: int = DEFAULTS["tune_seed"],
+    ray_address: str = DEFAULTS["ray_address"],
     epochs: int = DEFAULTS["epochs"],
     train_seed: int = DEFAULTS["train_seed"],
     accuracy_threshold: float = DEFAULTS["accuracy_threshold"],
@@ -65,7 +75,8 @@ def digits_pipeline(
     """Parameters (defaults: `digitops.config.Config`): data source (a request store: its
     labeled production images, with `mnist_ratio` MNIST images per production image), image
     limit (0 = all), the
-    split seed, search trials (0 = train on the configured hyper-parameters) and seed, epochs,
+    split seed, search trials (0 = train on the configured hyper-parameters) and seed, the Ray
+    cluster the search runs on (empty: $RAY_ADDRESS, else inside the task), epochs,
     the training seed, accuracy threshold, how far below production's test accuracy is still no
     regression, the data to check for drift (a path the tasks can
     read; empty = the test split), whether drift blocks promotion, whether the quality rules
@@ -89,11 +100,19 @@ def digits_pipeline(
             dataset=prepared.outputs["dataset"],
             tune_trials=tune_trials,
             tune_seed=tune_seed,
+            ray_address=ray_address,
             mlflow_tracking_uri=mlflow_tracking_uri,
         ),
         cpu="2",
         memory="6Gi",
         name="tune",
+    )
+    # A Ray cluster's token (manifests/ray): Ray 2.60 clusters require one of every driver.
+    kubernetes.use_secret_as_env(
+        tuned,
+        secret_name=RAY_AUTH_SECRET,
+        secret_key_to_env={key: key for key in RAY_AUTH_ENV},
+        optional=True,
     )
     trained = _configure(
         components.train(
@@ -137,6 +156,7 @@ def digits_pipeline(
         cpu="1",
         memory="4Gi",
         name="drift",
+        cache=False,  # `current_data` names files that can change under the same name
     )
     # The register task registers every trained model and applies the whole gate (accuracy, no
     # regression against production, drift, the quality rules) before any alias moves: the gate
@@ -160,6 +180,7 @@ def digits_pipeline(
         cpu="1",
         memory="2Gi",
         name="register",
+        cache=False,  # it writes to the registry
     )
     # Only a version that went to production is deployed: with approval 'manual' the pipeline
     # deploys nothing, and a running service follows `digitops promote` to the new version.
@@ -175,4 +196,5 @@ def digits_pipeline(
             cpu="1",
             memory="2Gi",
             name="deploy",
+            cache=False,  # it deploys
         )

@@ -20,6 +20,7 @@ PARAMETERS = {
     "prepare_seed": "prepare.seed",
     "tune_trials": "tune.trials",
     "tune_seed": "tune.seed",
+    "ray_address": "tune.ray_address",
     "epochs": "train.epochs",
     "train_seed": "train.seed",
     "accuracy_threshold": "registry.accuracy_threshold",

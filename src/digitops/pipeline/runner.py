@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, TextIO
 
-from digitops.errors import DigitopsError
+from digitops.errors import DigitopsError, tracking_unreachable
 from digitops.progress import PREFIX as PROGRESS
 from digitops.progress import duration
 from digitops.results import show_value
@@ -77,6 +77,7 @@ def run_local(
     pipeline_root: Path,
     docker: bool = False,
     verbose: bool = False,
+    cache: bool = False,
 ) -> tuple[Path, list[TaskSummary]]:
     """Run the compiled pipeline with the KFP local runner; summarise every task.
 
@@ -84,7 +85,13 @@ def run_local(
     `docker`, each runs in the component image named in the pipeline (`DockerRunner`), as the
     calling user, on the host's network, in `<pipeline root>/work`: relative paths such as the
     default `sqlite:///mlflow.db` store land there, and a tracking server on localhost is
-    reachable.
+    reachable. The containers get this process's MLflow and Ray settings (`task_env`), as pods
+    get them from the cluster's secrets.
+
+    With `cache`, a task whose inputs, image and
+    command match one that succeeded under this pipeline root is not run again (KFP's local
+    cache, in `<pipeline root>/.kfp_cache`): a run that failed half-way can be run again from
+    where it stopped. The tasks with side effects (drift, register, deploy) always run.
 
     It prints one line per task start and end and the tasks' progress lines; `verbose` prints
     everything the tasks and the runner say instead.
@@ -118,8 +125,15 @@ def run_local(
             user=f"{os.getuid()}:{os.getgid()}",
             network_mode="host",
             working_dir=str(_docker_work_dir(pipeline_root)),
+            environment=task_env(),
         )
-    local.init(runner=runner, pipeline_root=str(pipeline_root), raise_on_error=True)
+    local.init(
+        runner=runner,
+        pipeline_root=str(pipeline_root),
+        raise_on_error=True,
+        enable_caching=cache,
+        cache_root=str(pipeline_root / CACHE),
+    )
     run_log = _RunLog(sys.stdout, verbose)
     try:
         with contextlib.redirect_stdout(run_log), warnings.catch_warnings():
@@ -131,7 +145,9 @@ def run_local(
             pipeline(**arguments)
     except RuntimeError as exc:
         raise PipelineError(_failure_line(str(exc), run_log.last_error)) from None
-    new = set(pipeline_root.iterdir()) - before - {pipeline_root / DOCKER_WORK}
+    new = (
+        set(pipeline_root.iterdir()) - before - {pipeline_root / DOCKER_WORK, pipeline_root / CACHE}
+    )
     run_dirs = sorted(new, key=lambda p: p.stat().st_mtime)
     if not run_dirs:
         raise PipelineError(f"{pipeline_root}: the local run left no outputs")
@@ -139,6 +155,15 @@ def run_local(
 
 
 DOCKER_WORK = "work"
+CACHE = ".kfp_cache"
+# What a task container gets of this process's environment: on a cluster the same settings
+# reach the pods from secrets (the MLflow login) and the task's environment (RAY_ADDRESS).
+TASK_ENV = re.compile(r"MLFLOW_\w+|RAY_ADDRESS|RAY_AUTH_\w+")
+
+
+def task_env() -> dict[str, str]:
+    """The MLflow settings (tracking URI, login) and the Ray cluster's address and token."""
+    return {name: value for name, value in os.environ.items() if TASK_ENV.fullmatch(name)}
 
 
 def _docker_work_dir(pipeline_root: Path) -> Path:
@@ -178,7 +203,7 @@ class _RunLog(io.TextIOBase):
     and the KFP runner print (executor JSON, library logs). Either way it remembers the last
     digitops error line, and the output of the task that is running, to show if it fails."""
 
-    _ERROR = re.compile(r"digitops\.\w+\.(\w+Error): (.*)")
+    _ERROR = re.compile(r"digitops(?:\.\w+)+?\.(\w+Error): (.*)")
     _STARTED = re.compile(r"Executing task '?([\w-]+)'?")
     _FINISHED = re.compile(r"Task '?([\w-]+)'? finished with status (\w+)")
     TAIL = 25  # lines of a failed task's own output shown without --verbose
@@ -204,6 +229,8 @@ class _RunLog(io.TextIOBase):
     def _line(self, line: str) -> None:
         for match in self._ERROR.finditer(line):
             self.last_error = f"{match.group(1)}: {match.group(2).strip()}"
+        if unreachable := tracking_unreachable(line):
+            self.last_error = f"{unreachable} (`--cache` skips the tasks that finished)"
         if started := self._STARTED.search(line):
             self.task, self.started = started.group(1), time.monotonic()
             self.tail.clear()
@@ -264,8 +291,10 @@ def submit(
     experiment: str,
     wait: bool,
     timeout_s: int,
+    cache: bool | None = None,
 ) -> tuple[str, str]:
-    """Upload the pipeline (a new version when it exists) and start a run; (run id, state)."""
+    """Upload the pipeline (a new version when it exists) and start a run; (run id, state).
+    `cache` False runs every task again; None leaves each task's setting (the pipeline's)."""
     import datetime
 
     if not pipeline_file.is_file():
@@ -296,6 +325,7 @@ def submit(
             pipeline_id=pipeline_id,
             version_id=version_id,
             params=arguments,
+            enable_caching=cache,
         )
         state = "SUBMITTED"
         if wait:

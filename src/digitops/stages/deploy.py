@@ -44,6 +44,8 @@ def run(config: Config, model: str, data_dir: Path, out_dir: Path) -> DeployResu
 
     cfg = config.deploy
     test = load_dataset(data_dir).split("test")
+    if model.startswith("models:/"):
+        _check_registered(config, model)
     service = None
     if cfg.target == "kubernetes":
         endpoint = kubernetes.deploy(config, model)
@@ -67,6 +69,23 @@ def run(config: Config, model: str, data_dir: Path, out_dir: Path) -> DeployResu
         process = asdict(service) if service is not None else None
         write_json(tmp / RECORD, asdict(result) | {"target": cfg.target, "process": process})
     return result
+
+
+def _check_registered(config: Config, model: str) -> None:
+    """Fail before anything starts when the registry does not answer or has no such version:
+    a service that cannot load its model only says so in its own log."""
+    from mlflow.exceptions import MlflowException
+    from mlflow.store.artifact.utils.models import get_model_name_and_version
+
+    from digitops.errors import tracking_unreachable
+    from digitops.registry import client
+
+    try:
+        get_model_name_and_version(client(config.tracking), model)
+    except MlflowException as exc:
+        if tracking_unreachable(str(exc)):
+            raise  # the caller names the server (the CLI, the pipeline runner)
+        raise DeployError(f"{model}: not in the registry ({exc.message})") from None
 
 
 def stop(out_dir: Path) -> str | None:

@@ -78,11 +78,15 @@ def run(
     trigger: str = "",
     explanation_dir: Path | None = None,
     card_dir: Path | None = None,
+    reuse_version: bool = False,
 ) -> RegisterResult:
     """Register `model_dir` as a new version, gate it, and set the aliases it earned.
     `trigger` says why the run started (the monitor's reasons); kept as the `trigger` tag. The
     model card goes to `card_dir` (default: a `model-card` directory beside the evaluation)
-    and to MLflow, with `explain`'s attributions when `explanation_dir` has them."""
+    and to MLflow, with `explain`'s attributions when `explanation_dir` has them. With
+    `reuse_version` (the pipeline's register task), a model whose training run already has a
+    version is not registered again: that version is gated anew. A pipeline run that stopped
+    after registering and is run again with its tasks cached leaves one version, not two."""
     cfg = config.registry
     card = load_card(model_dir)
     evaluation = Evaluation.read(evaluation_dir)
@@ -90,7 +94,7 @@ def run(
     card_dir = card_dir or evaluation_dir.parent / "model-card"
     check_replaceable(card_dir.resolve(), model_card.HTML)  # before anything is registered
     mlflow_client = client(config.tracking)
-    number = _log_model(config, model_dir, card)
+    number = (reuse_version and _registered(config, card)) or _log_model(config, model_dir, card)
     lineage = _lineage(card, evaluation, drift, pipeline_run, trigger)
     for key, value in lineage.items():
         mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
@@ -182,6 +186,22 @@ def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
             save_as_external_data=False,  # one self-contained file: the model is small
         )
     return int(info.registered_model_version)
+
+
+def _registered(config: Config, card: ModelCard) -> int | None:
+    """The newest version registered from this model's training run, if any."""
+    run_id = _known_run(config, card)
+    if run_id is None:
+        return None
+    name = config.registry.model_name
+    found = client(config.tracking).search_model_versions(
+        f"name = '{name}' and run_id = '{run_id}'"
+    )
+    if not found:
+        return None
+    number = max(int(version.version) for version in found)
+    log.info("version %s already holds this model (run %s): gating it again", number, run_id)
+    return number
 
 
 def _known_run(config: Config, card: ModelCard) -> str | None:

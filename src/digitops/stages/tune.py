@@ -201,7 +201,12 @@ def _start_ray(address: str | None) -> None:
     _quiet_search_libraries()
     try:
         if address:
-            ray.init(address=address, logging_level=logging.ERROR, log_to_driver=False)
+            ray.init(
+                address=address,
+                logging_level=logging.ERROR,
+                log_to_driver=False,
+                runtime_env={"env_vars": _mlflow_env()},
+            )
         else:
             ray.init(
                 num_cpus=os.cpu_count(),
@@ -211,6 +216,13 @@ def _start_ray(address: str | None) -> None:
             )
     except (ConnectionError, RuntimeError, ValueError) as exc:
         raise TuneError(f"cannot start Ray at {address or 'this machine'}: {exc}") from None
+
+
+def _mlflow_env() -> dict[str, str]:
+    """This process's MLflow settings (tracking URI, login), for the cluster's processes: through
+    Ray Client (`ray://`) the search itself runs on the cluster, and its MLflow callback logs
+    from there, where the login of this task's pod is not."""
+    return {name: value for name, value in os.environ.items() if name.startswith("MLFLOW_")}
 
 
 def _quiet_search_libraries() -> None:
