@@ -146,6 +146,12 @@ class TuneConfig(Section):
     ray_address: str = Field(
         "", description="Ray cluster, e.g. ray://head:10001 (empty: $RAY_ADDRESS, else in-process)"
     )
+
+    @field_validator("ray_address", mode="before")
+    @classmethod
+    def _no_address(cls, value: Any) -> Any:
+        return "" if value is None else value  # `--set tune.ray_address=` / `null`: none
+
     seed: int = 42
 
 

@@ -27,20 +27,34 @@ class StoreError(DigitopsError):
     """The request store cannot be opened, read or written."""
 
 
-# How MLflow's client says it gave up on the server: no answer, as opposed to an HTTP error code
-# ("failed with error code"), which names a request the server refused.
-_GAVE_UP = re.compile(r"API request to (https?://[^/\s]+)\S* failed with exception (.*)")
-_WHY = re.compile(r"\[Errno -?\d+\] ([\w ]+)|(timed out)|(Connection aborted)|(Remote end closed)")
+# How MLflow's client says it gave up on the server ("failed with exception": no usable answer
+# after its retries), as opposed to an HTTP error code ("failed with error code"), which names a
+# request the server refused. The URI is what precedes MLflow's REST path.
+_GAVE_UP = re.compile(
+    r"API request to (https?://\S+?)/(?:ajax-)?api/\S* failed with exception (.*)"
+)
+_NO_ANSWER = re.compile(
+    r"\[Errno -?\d+\] ([\w ]+)|(timed out)|(Connection aborted)|(Remote end closed)"
+)
+_ERRORS = re.compile(r"too many \d+ error responses")
 
 
 def tracking_unreachable(message: str) -> str | None:
-    """One line for an MLflow error message that says its server did not answer, else None."""
+    """One line for an MLflow error message that says its server could not be used, else None."""
     gave_up = _GAVE_UP.search(message)
     if gave_up is None:
         return None
-    why = _WHY.search(gave_up.group(2))
-    reason = next(part for part in why.groups() if part) if why else "no answer"
+    server, detail = gave_up.groups()
+    if errors := _ERRORS.search(detail):
+        what = f"kept failing ({errors.group(0)})"
+    elif "SSLError" in detail or "CERTIFICATE" in detail:
+        what = "could not be verified (TLS: check its certificate)"
+    else:
+        why = _NO_ANSWER.search(detail)
+        what = (
+            f"did not answer ({next(p for p in why.groups() if p).strip() if why else 'no answer'})"
+        )
     return (
-        f"MLflow's tracking server at {gave_up.group(1)} did not answer ({reason.strip()}): "
-        "start it, or check the tracking URI, and run again"
+        f"MLflow's tracking server at {server} {what}: start it, or check the tracking URI, "
+        "and run again"
     )

@@ -181,3 +181,10 @@ def test_the_best_trial_is_the_fastest_within_the_tolerance_of_the_top():
     )
     assert _cheapest_near_top(trials, 0.0005)["trial"] == "narrow"
     assert _cheapest_near_top(trials, 0.0)["trial"] == "wide"
+
+
+def test_an_empty_ray_address_is_none_given():
+    from digitops.config import load_config
+
+    assert load_config(None, ["tune.ray_address="]).tune.ray_address == ""
+    assert load_config(values={"tune.ray_address": "ray://head:10001"}).tune.ray_address

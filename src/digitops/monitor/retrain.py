@@ -90,7 +90,9 @@ def start(
         from digitops.pipeline.runner import submit
 
         # No cached task: prepare's arguments name the store, whose images have changed since.
-        run_id, state = submit(host, pipeline_file, args, "digitops-retrain", False, 0, cache=False)
+        run_id, state = submit(
+            host, pipeline_file, args, "digitops-retrain", False, 0, no_cache=True
+        )
         return Retrain(run_id, state, "")
     from digitops.pipeline.runner import run_local
 

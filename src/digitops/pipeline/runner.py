@@ -119,8 +119,9 @@ def run_local(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     runner: Any = local.SubprocessRunner(use_venv=False)
+    code = ""
     if docker:
-        _check_images(pipeline_file)
+        code = _check_images(pipeline_file)
         runner = local.DockerRunner(
             user=f"{os.getuid()}:{os.getgid()}",
             network_mode="host",
@@ -132,7 +133,9 @@ def run_local(
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
         enable_caching=cache,
-        cache_root=str(pipeline_root / CACHE),
+        cache_root=str(_cache_root(pipeline_root, code or _source_fingerprint()))
+        if cache
+        else None,
     )
     run_log = _RunLog(sys.stdout, verbose)
     try:
@@ -173,8 +176,32 @@ def _docker_work_dir(pipeline_root: Path) -> Path:
     return work
 
 
-def _check_images(pipeline_file: Path) -> None:
-    """Fail in one line, before any task, when Docker or a task's image is not there."""
+def _cache_root(pipeline_root: Path, code: str) -> Path:
+    """Where KFP's local cache keeps this run's entries. KFP keys an entry on the task's image
+    name, command and inputs; not on the code behind the name (a rebuilt image, edited
+    sources) nor on the tracking server the environment names. A cache of its own for each
+    makes a change of either run every task again."""
+    import hashlib
+
+    key = f"{code}\n{os.environ.get('MLFLOW_TRACKING_URI', '')}"
+    return pipeline_root / CACHE / hashlib.sha256(key.encode()).hexdigest()[:16]
+
+
+def _source_fingerprint() -> str:
+    """A digest of the digitops sources the subprocess tasks import."""
+    import hashlib
+
+    import digitops
+
+    digest = hashlib.sha256()
+    for path in sorted(Path(digitops.__file__).parent.rglob("*.py")):
+        digest.update(path.read_bytes())
+    return digest.hexdigest()
+
+
+def _check_images(pipeline_file: Path) -> str:
+    """Fail in one line, before any task, when Docker or a task's image is not there; return
+    the images' ids."""
     import yaml
 
     import docker
@@ -184,14 +211,16 @@ def _check_images(pipeline_file: Path) -> None:
     images = sorted({e["container"]["image"] for e in executors if "container" in e})
     try:
         client = docker.from_env()
-        missing = [image for image in images if not client.images.list(name=image)]
+        found = {image: client.images.list(name=image) for image in images}
     except docker.errors.DockerException as exc:
         raise PipelineError(f"--docker needs a Docker engine: {exc}") from None
+    missing = [image for image, listed in found.items() if not listed]
     if missing:
         raise PipelineError(
             f"image {', '.join(missing)} not found; build it with `make images` "
             "(or pull it), or run without --docker"
         )
+    return " ".join(listed[0].id for listed in found.values())
 
 
 _ANSI = re.compile(r"\x1b\[[0-9;]*m")  # the local runner colours task names
@@ -234,6 +263,7 @@ class _RunLog(io.TextIOBase):
         if started := self._STARTED.search(line):
             self.task, self.started = started.group(1), time.monotonic()
             self.tail.clear()
+            self.last_error = None  # what an earlier task said is not this one's failure
             self._say(f"{_clock()} {self.task} started")
         elif finished := self._FINISHED.search(line):
             took = duration(time.monotonic() - self.started)
@@ -291,10 +321,11 @@ def submit(
     experiment: str,
     wait: bool,
     timeout_s: int,
-    cache: bool | None = None,
+    no_cache: bool = False,
 ) -> tuple[str, str]:
     """Upload the pipeline (a new version when it exists) and start a run; (run id, state).
-    `cache` False runs every task again; None leaves each task's setting (the pipeline's)."""
+    With `no_cache` every task runs again: the run is started from the compiled file with
+    caching turned off (KFP applies that override only to a run started from a file)."""
     import datetime
 
     if not pipeline_file.is_file():
@@ -319,13 +350,16 @@ def submit(
             )
             version_id = version.pipeline_version_id
         experiment_id = client.create_experiment(experiment).experiment_id
+        source: dict[str, Any] = (
+            {"pipeline_package_path": str(pipeline_file), "enable_caching": False}
+            if no_cache
+            else {"pipeline_id": pipeline_id, "version_id": version_id}
+        )
         run = client.run_pipeline(
             experiment_id=experiment_id,
             job_name=f"digitops-{stamp}",
-            pipeline_id=pipeline_id,
-            version_id=version_id,
             params=arguments,
-            enable_caching=cache,
+            **source,
         )
         state = "SUBMITTED"
         if wait:

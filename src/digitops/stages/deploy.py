@@ -80,8 +80,11 @@ def _check_registered(config: Config, model: str) -> None:
     from digitops.errors import tracking_unreachable
     from digitops.registry import client
 
-    try:
-        get_model_name_and_version(client(config.tracking), model)
+    mlflow_client = client(config.tracking)
+    try:  # an alias is resolved by the server; a version number has to be looked up
+        found = get_model_name_and_version(mlflow_client, model)
+        if len(found) == 2:  # (name, version); a logged model's id (`models:/m-...`) is alone
+            mlflow_client.get_model_version(*found)
     except MlflowException as exc:
         if tracking_unreachable(str(exc)):
             raise  # the caller names the server (the CLI, the pipeline runner)

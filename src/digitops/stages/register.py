@@ -61,8 +61,8 @@ class RegisterResult(StageResult):
 
     @property
     def in_production(self) -> bool:
-        """Whether this version now holds `production` (passed, and approval was automatic)."""
-        return self.production == self.version
+        """Whether this version passed and now holds `production` (approval was automatic)."""
+        return self.gate_passed and self.production == self.version
 
     def registration(self) -> Registration:
         """The file `deploy` reads."""
@@ -115,6 +115,7 @@ def run(
                 set_production(mlflow_client, cfg.model_name, number, "auto-approved")
     if not decision.passed:
         log.warning("version %s stopped by the gate: %s", number, "; ".join(decision.reasons))
+        _withdraw_candidate(mlflow_client, cfg.model_name, number)
     model_card.write(
         model_card.CardInputs(
             cfg.model_name,
@@ -186,6 +187,16 @@ def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
             save_as_external_data=False,  # one self-contained file: the model is small
         )
     return int(info.registered_model_version)
+
+
+def _withdraw_candidate(mlflow_client: Any, name: str, number: int) -> None:
+    """A reused version that fails the gate now is no candidate (a new one never was). One that
+    holds `production` keeps it: taking it out is `digitops rollback`'s, and is said."""
+    aliases = set(mlflow_client.get_model_version(name, str(number)).aliases)
+    if CANDIDATE in aliases:
+        mlflow_client.delete_registered_model_alias(name, CANDIDATE)
+    if PRODUCTION in aliases:
+        log.warning("version %s is still in production: `digitops rollback` takes it out", number)
 
 
 def _registered(config: Config, card: ModelCard) -> int | None:

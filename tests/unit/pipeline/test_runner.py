@@ -17,9 +17,9 @@ REFUSED = (
 )
 
 
-def _failed(*lines: str) -> str:
+def _failed(*lines: str, before: tuple[str, ...] = ()) -> str:
     run_log = _RunLog(io.StringIO())
-    run_log.write("Executing task 'tune'\n" + "\n".join(lines) + "\n")
+    run_log.write("\n".join(before) + "\nExecuting task 'tune'\n" + "\n".join(lines) + "\n")
     return _failure_line("Inner task failed: 'tune'", run_log.last_error)
 
 
@@ -36,6 +36,37 @@ def test_an_mlflow_server_that_does_not_answer_is_named_in_one_line():
         "pipeline stopped: task 'tune' failed: MLflow's tracking server at "
         "http://127.0.0.1:5000 did not answer (Connection refused): start it, or check the "
         "tracking URI, and run again (`--cache` skips the tasks that finished)"
+    )
+
+
+def test_what_an_earlier_task_said_is_not_the_failure():
+    earlier = ("Executing task 'prepare'", "digitops.errors.DataError: a warning it recovered from")
+    assert _failed("Killed", before=earlier).endswith("failed: see its log above")
+
+
+@pytest.mark.parametrize(
+    ("detail", "said"),
+    [
+        ("(Caused by ResponseError('too many 500 error responses'))", "kept failing (too many 500"),
+        (
+            "(Caused by SSLError(SSLCertVerificationError(1, '[SSL: CERTIFICATE_VERIFY_FAILED]')))",
+            "could not be verified",
+        ),
+        (
+            '(Caused by ReadTimeoutError("Read timed out. (read timeout=120)"))',
+            "did not answer (timed out)",
+        ),
+    ],
+)
+def test_how_the_server_failed_is_said(detail: str, said: str):
+    message = (
+        "API request to https://host.example/mlflow/api/2.0/mlflow/runs/create failed with "
+        "exception HTTPSConnectionPool(host='host.example', port=443): Max retries exceeded "
+        + detail
+    )
+    line = tracking_unreachable(message)
+    assert line is not None and line.startswith(
+        f"MLflow's tracking server at https://host.example/mlflow {said}"
     )
 
 
