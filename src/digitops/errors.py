@@ -49,11 +49,10 @@ def tracking_unreachable(message: str) -> str | None:
         what = f"kept failing ({errors.group(0)})"
     elif "SSLError" in detail or "CERTIFICATE" in detail:
         what = "could not be verified (TLS: check its certificate)"
+    elif why := _NO_ANSWER.search(detail):
+        what = f"did not answer ({next(part for part in why.groups() if part).strip()})"
     else:
-        why = _NO_ANSWER.search(detail)
-        what = (
-            f"did not answer ({next(p for p in why.groups() if p).strip() if why else 'no answer'})"
-        )
+        what = "did not answer"
     return (
         f"MLflow's tracking server at {server} {what}: start it, or check the tracking URI, "
         "and run again"

@@ -18,7 +18,6 @@ from pathlib import Path
 from urllib.parse import urlsplit
 
 import httpx
-import psycopg2
 import pytest
 
 from digitops.data.dataset import load_dataset
@@ -27,7 +26,15 @@ from digitops.pipeline.runner import DOCKER_WORK, summarize
 
 from ..docker.test_images import COMPONENT, SERVING, _wait_healthy, docker
 from ..serving_helpers import png, running_moto, s3_client
-from .topology import BUCKET, LOGIN, running_mlflow, running_postgres, running_ray_cluster
+from .topology import (
+    BUCKET,
+    LOGIN,
+    bucket_keys,
+    rows,
+    running_mlflow,
+    running_postgres,
+    running_ray_cluster,
+)
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.docker, pytest.mark.slow]
 
@@ -60,13 +67,6 @@ def _client_env(tracking: str, ray_env: dict[str, str]) -> dict[str, str]:
     }
     quick = {"MLFLOW_HTTP_REQUEST_MAX_RETRIES": "2", "MLFLOW_HTTP_REQUEST_BACKOFF_FACTOR": "1"}
     return kept | {"MLFLOW_TRACKING_URI": tracking, **LOGIN, **ray_env, **quick}
-
-
-def _rows(postgres: str, query: str, *args: object) -> list[tuple]:
-    dsn = postgres.replace("+psycopg2", "")
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(query, args)
-        return cursor.fetchall()
 
 
 @pytest.fixture(scope="module", autouse=True)
@@ -126,21 +126,20 @@ def test_the_pipeline_in_containers_on_the_cluster_topology(mnist_slice: Path, t
 
         # One version, registered before the failure and gated again after it; its run, params
         # and metrics are rows in PostgreSQL, its files objects in the bucket, not on this disk.
-        versions = _rows(
+        versions = rows(
             postgres, "SELECT version, run_id FROM model_versions WHERE name = %s", MODEL
         )
         assert len(versions) == 1, versions
         ((version, run_id),) = versions
         assert tasks["register"].metadata["registered"]["version"] == version
-        assert _rows(postgres, "SELECT status FROM runs WHERE run_uuid = %s", run_id) == [
+        assert rows(postgres, "SELECT status FROM runs WHERE run_uuid = %s", run_id) == [
             ("FINISHED",)
         ]
-        params = dict(_rows(postgres, "SELECT key, value FROM params WHERE run_uuid = %s", run_id))
+        params = dict(rows(postgres, "SELECT key, value FROM params WHERE run_uuid = %s", run_id))
         assert params["train.epochs"] == "2"
-        metrics = {key for (key,) in _rows(postgres, "SELECT DISTINCT key FROM metrics")}
+        metrics = {key for (key,) in rows(postgres, "SELECT DISTINCT key FROM metrics")}
         assert {"val_accuracy", "train_loss", "test_accuracy"} <= metrics
-        pages = s3_client(s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-        keys = [item["Key"] for page in pages for item in page.get("Contents", [])]
+        keys = bucket_keys(s3)
         for file in ("model.onnx", "model.int8.onnx", "MLmodel"):
             assert any(key.endswith(f"/{file}") for key in keys), (file, keys)
         work = root / DOCKER_WORK

@@ -6,7 +6,6 @@ fetched through the server by its alias."""
 from pathlib import Path
 
 import numpy as np
-import psycopg2
 import pytest
 from mlflow import MlflowClient
 
@@ -15,8 +14,7 @@ from digitops.data.dataset import load_dataset
 from digitops.serving.predictor import load_predictor
 from digitops.stages import evaluate, register, train
 
-from ..serving_helpers import s3_client
-from .topology import BUCKET, Tracking, running_tracking
+from .topology import Tracking, bucket_keys, rows, running_tracking
 
 pytestmark = [pytest.mark.rehearsal, pytest.mark.integration, pytest.mark.slow]
 
@@ -44,18 +42,6 @@ def client_env(tracking: Tracking, monkeypatch: pytest.MonkeyPatch) -> None:
         monkeypatch.setenv(name, value)
 
 
-def _rows(tracking: Tracking, query: str, *args: object) -> list[tuple]:
-    dsn = tracking.postgres.replace("+psycopg2", "")
-    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
-        cursor.execute(query, args)
-        return cursor.fetchall()
-
-
-def _s3_keys(tracking: Tracking) -> list[str]:
-    pages = s3_client(tracking.s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
-    return [item["Key"] for page in pages for item in page.get("Contents", [])]
-
-
 @pytest.mark.usefixtures("client_env")
 def test_a_registered_version_lives_in_postgresql_and_s3(
     tracking: Tracking, mnist_slice: Path, tmp_path: Path
@@ -76,20 +62,24 @@ def test_a_registered_version_lives_in_postgresql_and_s3(
     assert registered.gate_passed and registered.aliases == ["candidate"]
 
     # Runs, params and metrics are rows in PostgreSQL.
-    assert _rows(
-        tracking, "SELECT status FROM runs WHERE run_uuid = %s", trained.mlflow_run_id
+    assert rows(
+        tracking.postgres, "SELECT status FROM runs WHERE run_uuid = %s", trained.mlflow_run_id
     ) == [("FINISHED",)]
     params = dict(
-        _rows(tracking, "SELECT key, value FROM params WHERE run_uuid = %s", trained.mlflow_run_id)
+        rows(
+            tracking.postgres,
+            "SELECT key, value FROM params WHERE run_uuid = %s",
+            trained.mlflow_run_id,
+        )
     )
     assert params["train.epochs"] == "1"
-    metrics = {key for (key,) in _rows(tracking, "SELECT DISTINCT key FROM metrics")}
+    metrics = {key for (key,) in rows(tracking.postgres, "SELECT DISTINCT key FROM metrics")}
     assert {"val_accuracy", "train_loss", "test_accuracy"} <= metrics
-    versions = _rows(tracking, "SELECT version FROM model_versions WHERE name = %s", MODEL)
+    versions = rows(tracking.postgres, "SELECT version FROM model_versions WHERE name = %s", MODEL)
     assert versions == [(registered.version,)]
 
     # The version's files are in the bucket, and were sent there by the server.
-    keys = _s3_keys(tracking)
+    keys = bucket_keys(tracking.s3)
     for name in ("model.onnx", "model.int8.onnx", "MLmodel"):
         assert any(key.endswith(f"/{name}") for key in keys), (name, keys)
     version = MlflowClient().get_model_version(MODEL, str(registered.version))

@@ -105,6 +105,22 @@ def running_postgres(work: Path) -> Iterator[str]:
         shutil.rmtree(data, ignore_errors=True)
 
 
+def rows(postgres: str, query: str, *args: object) -> list[tuple]:
+    """The rows `query` returns from the rehearsal's PostgreSQL (its SQLAlchemy URI)."""
+    import psycopg2
+
+    dsn = postgres.replace("+psycopg2", "")
+    with psycopg2.connect(dsn) as connection, connection.cursor() as cursor:
+        cursor.execute(query, args)
+        return cursor.fetchall()
+
+
+def bucket_keys(s3: str) -> list[str]:
+    """Every key in the artifact bucket of the S3 server at `s3`."""
+    pages = s3_client(s3).get_paginator("list_objects_v2").paginate(Bucket=BUCKET)
+    return [item["Key"] for page in pages for item in page.get("Contents", [])]
+
+
 @dataclass(frozen=True)
 class Tracking:
     """The tracking side of the rehearsal: where each part listens."""

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import collections
 import contextlib
+import hashlib
 import io
 import json
 import logging
@@ -119,23 +120,24 @@ def run_local(
     pipeline_root.mkdir(parents=True, exist_ok=True)
     before = set(pipeline_root.iterdir())
     runner: Any = local.SubprocessRunner(use_venv=False)
-    code = ""
     if docker:
-        code = _check_images(pipeline_file)
+        image_ids = _check_images(pipeline_file)
         runner = local.DockerRunner(
             user=f"{os.getuid()}:{os.getgid()}",
             network_mode="host",
             working_dir=str(_docker_work_dir(pipeline_root)),
             environment=task_env(),
         )
+    cache_root = None
+    if cache:  # what the tasks run: the images with --docker, else this checkout's sources
+        code = image_ids if docker else _source_fingerprint()
+        cache_root = str(_cache_root(pipeline_root, code))
     local.init(
         runner=runner,
         pipeline_root=str(pipeline_root),
         raise_on_error=True,
         enable_caching=cache,
-        cache_root=str(_cache_root(pipeline_root, code or _source_fingerprint()))
-        if cache
-        else None,
+        cache_root=cache_root,
     )
     run_log = _RunLog(sys.stdout, verbose)
     try:
@@ -181,16 +183,12 @@ def _cache_root(pipeline_root: Path, code: str) -> Path:
     name, command and inputs; not on the code behind the name (a rebuilt image, edited
     sources) nor on the tracking server the environment names. A cache of its own for each
     makes a change of either run every task again."""
-    import hashlib
-
     key = f"{code}\n{os.environ.get('MLFLOW_TRACKING_URI', '')}"
     return pipeline_root / CACHE / hashlib.sha256(key.encode()).hexdigest()[:16]
 
 
 def _source_fingerprint() -> str:
     """A digest of the digitops sources the subprocess tasks import."""
-    import hashlib
-
     import digitops
 
     digest = hashlib.sha256()

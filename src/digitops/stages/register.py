@@ -94,7 +94,9 @@ def run(
     card_dir = card_dir or evaluation_dir.parent / "model-card"
     check_replaceable(card_dir.resolve(), model_card.HTML)  # before anything is registered
     mlflow_client = client(config.tracking)
-    number = (reuse_version and _registered(config, card)) or _log_model(config, model_dir, card)
+    run_id = _known_run(config, card)
+    reused = _registered(mlflow_client, cfg.model_name, run_id) if reuse_version else None
+    number = reused or _log_model(config, model_dir, run_id)
     lineage = _lineage(card, evaluation, drift, pipeline_run, trigger)
     for key, value in lineage.items():
         mlflow_client.set_model_version_tag(cfg.model_name, str(number), key, value)
@@ -113,9 +115,10 @@ def run(
             mlflow_client.set_registered_model_alias(cfg.model_name, CANDIDATE, str(number))
             if cfg.approval == "auto":
                 set_production(mlflow_client, cfg.model_name, number, "auto-approved")
+        elif reused:  # a new version holds no alias yet
+            _withdraw_candidate(mlflow_client, cfg.model_name, number)
     if not decision.passed:
         log.warning("version %s stopped by the gate: %s", number, "; ".join(decision.reasons))
-        _withdraw_candidate(mlflow_client, cfg.model_name, number)
     model_card.write(
         model_card.CardInputs(
             cfg.model_name,
@@ -155,8 +158,9 @@ def _log_card(mlflow_client: Any, name: str, number: int, run_id: str, card_dir:
     )
 
 
-def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
-    """Log the ONNX model under its training run and register it; returns the version."""
+def _log_model(config: Config, model_dir: Path, run_id: str | None) -> int:
+    """Log the ONNX model under its training run `run_id` (None: a new `register` run) and
+    register it; returns the version."""
     import mlflow
     import numpy as np
     import onnx
@@ -169,7 +173,7 @@ def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
     example[:, 8:20, 13:15] = 255  # two upright strokes: a "1"
     inputs = as_input(example)
     signature = infer_signature(inputs, OnnxClassifier.load(model_dir).logits(example))
-    with start_run(config.tracking, run_name="register", run_id=_known_run(config, card)):
+    with start_run(config.tracking, run_name="register", run_id=run_id):
         info = mlflow.onnx.log_model(
             onnx.load(str(model_dir / MODEL_ONNX)),
             name="onnx-model",
@@ -190,7 +194,7 @@ def _log_model(config: Config, model_dir: Path, card: ModelCard) -> int:
 
 
 def _withdraw_candidate(mlflow_client: Any, name: str, number: int) -> None:
-    """A reused version that fails the gate now is no candidate (a new one never was). One that
+    """A reused version that fails the gate now is no candidate (hold `alias_lock`). One that
     holds `production` keeps it: taking it out is `digitops rollback`'s, and is said."""
     aliases = set(mlflow_client.get_model_version(name, str(number)).aliases)
     if CANDIDATE in aliases:
@@ -199,15 +203,11 @@ def _withdraw_candidate(mlflow_client: Any, name: str, number: int) -> None:
         log.warning("version %s is still in production: `digitops rollback` takes it out", number)
 
 
-def _registered(config: Config, card: ModelCard) -> int | None:
-    """The newest version registered from this model's training run, if any."""
-    run_id = _known_run(config, card)
+def _registered(mlflow_client: Any, name: str, run_id: str | None) -> int | None:
+    """The newest version of `name` registered from training run `run_id`, if any."""
     if run_id is None:
         return None
-    name = config.registry.model_name
-    found = client(config.tracking).search_model_versions(
-        f"name = '{name}' and run_id = '{run_id}'"
-    )
+    found = mlflow_client.search_model_versions(f"name = '{name}' and run_id = '{run_id}'")
     if not found:
         return None
     number = max(int(version.version) for version in found)
